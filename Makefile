@@ -1,0 +1,32 @@
+# Two commands for a newcomer: `make demo` (main job on the simulated bench) and `make test`.
+# Both build the virtual environment first; torch is pinned to the local CPU wheel so that
+# pip never pulls a multi-GB CUDA build.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_PIN)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hil demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check hil drivers calibration tests
+	$(BIN)/ruff format --check hil drivers calibration tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

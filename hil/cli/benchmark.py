@@ -1,0 +1,60 @@
+"""``hil benchmark ...``: benchmark scripts with their own command (never part of the unit tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hil.provenance import record
+
+app = typer.Typer(
+    help="Benchmarks; each writes JSON under benchmarks/ and prints a table.", no_args_is_help=True
+)
+
+
+@app.command("classical")
+def classical(
+    out: Path = typer.Option(Path("benchmarks/classical.json"), help="JSON output."),
+    images: int = typer.Option(8, min=1, help="Test objects."),
+    max_iterations: int = typer.Option(
+        2000, min=20, help="Largest iteration count (checkpoints 20, 50, 200, this)."
+    ),
+    seed: int = typer.Option(0),
+) -> None:
+    """Classical solvers' quality versus iterations at 10/20/30 dB and noiseless, L = 1 and 4."""
+    from dataclasses import asdict
+
+    from hil.benchmark_classical import ClassicalBenchmark, run
+
+    console = Console()
+    checkpoints = tuple(sorted({c for c in (20, 50, 200, max_iterations) if c <= max_iterations}))
+    cfg = ClassicalBenchmark(images=images, checkpoints=checkpoints, seed=seed)
+    rows = run(cfg, progress=lambda msg: console.log(msg))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {**record(asdict(cfg), seed=seed, command="hil benchmark classical"), "rows": rows},
+            indent=1,
+        )
+    )
+    table = Table(title="classical phase retrieval (phase PSNR dB, ms per frame)")
+    for col in ("method", "L", "SNR dB", "photons/px", "iters", "PSNR", "±95%", "SSIM", "ms/frame"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            r["method"],
+            str(r["masks"]),
+            "∞" if r["snr_db"] is None else f"{r['snr_db']:.0f}",
+            "-" if r["photons_per_pixel"] is None else f"{r['photons_per_pixel']:.1f}",
+            str(r["iterations"]),
+            f"{r['psnr_db']:.1f}",
+            f"{r['psnr_ci95_db']:.1f}",
+            f"{r['ssim']:.3f}",
+            f"{r['ms_per_frame']:.1f}",
+        )
+    console.print(table)
+    console.print(f"wrote {out}")

@@ -1,0 +1,63 @@
+"""Classical phase-retrieval solvers on the shared CDP operator (the baselines to beat).
+
+>>> x_hat = solve("raar", op, y, iterations=200)        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from hil.optics import CDPOperator
+from hil.solvers.alternating import Callback, error_reduction, hybrid_input_output, raar
+from hil.solvers.constraints import NO_PRIOR, ObjectConstraint
+from hil.solvers.initialisation import random_start, spectral_start
+from hil.solvers.wirtinger import wirtinger_flow
+
+SOLVERS: dict[str, Callable[..., torch.Tensor]] = {
+    "er": error_reduction,
+    "hio": hybrid_input_output,
+    "raar": raar,
+    "wf": wirtinger_flow,
+}
+INITS = ("random", "spectral", "backprojection")
+
+
+def solve(
+    name: str,
+    op: CDPOperator,
+    y: torch.Tensor,
+    constraint: ObjectConstraint | None = None,
+    iterations: int = 200,
+    init: str | None = None,
+    seed: int = 0,
+    callback: Callback | None = None,
+    **options: float,
+) -> torch.Tensor:
+    """Run solver ``name`` on CDPs ``y`` (B, L, Hd, Wd) in model units; returns objects (B, n, n).
+
+    ``constraint`` defaults to a phase-only object with the [0, π] range prior. ``init``
+    defaults to the spectral start for WF and a random start in the prior's range otherwise.
+    """
+    if name not in SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; choose from {sorted(SOLVERS)}")
+    constraint = ObjectConstraint() if constraint is None else constraint
+    init = init or ("spectral" if name == "wf" else "random")
+    generator = torch.Generator().manual_seed(seed)
+    if init == "random":
+        lo, hi = constraint.phase_range_rad or (0.0, 2 * math.pi)
+        x0 = random_start(op, y.shape[0], generator, phi_max_rad=hi - lo) * complex(
+            math.cos(lo), math.sin(lo)
+        )
+    elif init == "spectral":
+        x0 = spectral_start(op, y, generator=generator)
+    elif init == "backprojection":
+        x0 = op.backproject(y)
+    else:
+        raise ValueError(f"unknown init {init!r}; choose from {INITS}")
+    return SOLVERS[name](op, y, x0, constraint, iterations=iterations, callback=callback, **options)
+
+
+__all__ = ["NO_PRIOR", "SOLVERS", "ObjectConstraint", "solve", "random_start", "spectral_start"]

@@ -1,0 +1,56 @@
+"""The physical system in one config: optics, SLM, camera, objects (``configs/system.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hil.camera_model import CameraSpec
+from hil.config import from_mapping, load_yaml
+from hil.datasets import DataSpec
+from hil.optics import CDPGeometry, PropagatorKind
+from hil.slm_model import SLMSpec
+
+DEFAULT_SYSTEM = Path(__file__).resolve().parents[1] / "configs" / "system.yaml"
+
+
+@dataclass(frozen=True)
+class OpticsConfig:
+    """Propagation; ``wavelength_um``, ``pitch_um`` (SLM pixel pitch) and ``distance_um`` only matter
+    for the free-space propagators."""
+
+    n: int = 64
+    pad_factor: int = 2
+    propagator: PropagatorKind = "fraunhofer"
+    wavelength_um: float = 0.633
+    pitch_um: float = 8.0
+    distance_um: float = 0.0
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    optics: OpticsConfig = field(default_factory=OpticsConfig)
+    slm: SLMSpec = field(default_factory=SLMSpec)
+    camera: CameraSpec = field(default_factory=CameraSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+
+    def __post_init__(self) -> None:
+        if self.data.n != self.optics.n:
+            raise ValueError(f"data.n ({self.data.n}) must equal optics.n ({self.optics.n})")
+
+    def geometry(self) -> CDPGeometry:
+        o = self.optics
+        return CDPGeometry(
+            n=o.n,
+            pad_factor=o.pad_factor,
+            macro_pixel=self.slm.macro_pixel,
+            propagator=o.propagator,
+            wavelength_um=o.wavelength_um,
+            pitch_um=o.pitch_um,
+            distance_um=o.distance_um,
+        )
+
+
+def load_system(path: str | Path = DEFAULT_SYSTEM) -> SystemConfig:
+    """Load ``path`` (default ``configs/system.yaml``) with strict validation."""
+    return from_mapping(SystemConfig, load_yaml(path), where=str(path))
