@@ -45,13 +45,9 @@ class CameraSpec:
 
     def __post_init__(self) -> None:
         if self.photons_per_pixel is not None and self.photons_per_pixel <= 0:
-            raise ValueError(
-                f"CameraSpec.photons_per_pixel must be > 0 or None, got {self.photons_per_pixel}"
-            )
+            raise ValueError(f"CameraSpec.photons_per_pixel must be > 0 or None, got {self.photons_per_pixel}")
         if not 0 < self.quantum_efficiency <= 1:
-            raise ValueError(
-                f"CameraSpec.quantum_efficiency must be in (0, 1], got {self.quantum_efficiency}"
-            )
+            raise ValueError(f"CameraSpec.quantum_efficiency must be in (0, 1], got {self.quantum_efficiency}")
         for name in ("read_noise_e", "dark_offset_adu"):
             if getattr(self, name) < 0:
                 raise ValueError(f"CameraSpec.{name} must be >= 0, got {getattr(self, name)}")
@@ -81,12 +77,8 @@ def bin_pixels(frames: torch.Tensor, binning: int) -> torch.Tensor:
         return frames
     h, w = frames.shape[-2:]
     if h % binning or w % binning:
-        raise ValueError(
-            f"frame (height, width) = ({h}, {w}) is not divisible by binning {binning}"
-        )
-    return frames.reshape(*frames.shape[:-2], h // binning, binning, w // binning, binning).sum(
-        dim=(-3, -1)
-    )
+        raise ValueError(f"frame (height, width) = ({h}, {w}) is not divisible by binning {binning}")
+    return frames.reshape(*frames.shape[:-2], h // binning, binning, w // binning, binning).sum(dim=(-3, -1))
 
 
 class CameraModel:
@@ -156,9 +148,7 @@ class CameraModel:
         photons = scale_to_photons(y, budget)
         qe = self.spec.quantum_efficiency
         variance = photons / qe + (self.spec.read_noise_e / qe) ** 2
-        noise = torch.randn(
-            photons.shape, generator=generator, dtype=photons.dtype, device=photons.device
-        )
+        noise = torch.randn(photons.shape, generator=generator, dtype=photons.dtype, device=photons.device)
         return bin_pixels(photons + variance.clamp_min(0).sqrt() * noise, self.spec.binning)
 
 
@@ -169,9 +159,7 @@ def snr_db(clean: torch.Tensor, noisy: torch.Tensor) -> float:
     return float(10 * torch.log10(signal / noise))
 
 
-def expected_snr_db(
-    photons: torch.Tensor, read_noise_e: float = 0.0, quantum_efficiency: float = 1.0
-) -> float:
+def expected_snr_db(photons: torch.Tensor, read_noise_e: float = 0.0, quantum_efficiency: float = 1.0) -> float:
     """Expected SNR in dB of Poisson + read noise for mean photon maps ``photons`` (in photons)."""
     p = photons.double()
     variance = p / quantum_efficiency + (read_noise_e / quantum_efficiency) ** 2

@@ -57,9 +57,7 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
                 return _convert(value, option, key, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(
-            f"{where}: key '{key}': expected {' or '.join(_type_name(a) for a in args)}, got {value!r}"
-        )
+        raise ConfigError(f"{where}: key '{key}': expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{where}: key '{key}': must be one of {list(args)}, got {value!r}")
@@ -72,21 +70,13 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value))
         if len(value) != len(args):
-            raise ConfigError(
-                f"{where}: key '{key}': expected a list of {len(args)} values, got {value!r}"
-            )
-        return tuple(
-            _convert(v, a, f"{key}[{i}]", where)
-            for i, (v, a) in enumerate(zip(value, args, strict=True))
-        )
+            raise ConfigError(f"{where}: key '{key}': expected a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: key '{key}': expected a mapping, got {value!r}")
         kt, vt = args or (str, Any)
-        return {
-            _convert(k, kt, f"{key}.{k}", where): _convert(v, vt, f"{key}.{k}", where)
-            for k, v in value.items()
-        }
+        return {_convert(k, kt, f"{key}.{k}", where): _convert(v, vt, f"{key}.{k}", where) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: key '{key}': expected true or false, got {value!r}")

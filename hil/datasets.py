@@ -69,9 +69,7 @@ class DataSpec:
         if self.phi_max_rad <= 0:
             raise ValueError(f"DataSpec.phi_max_rad must be > 0, got {self.phi_max_rad}")
         if not 0 <= self.amplitude_contrast < 1:
-            raise ValueError(
-                f"DataSpec.amplitude_contrast must be in [0, 1), got {self.amplitude_contrast}"
-            )
+            raise ValueError(f"DataSpec.amplitude_contrast must be in [0, 1), got {self.amplitude_contrast}")
 
 
 def _split_of(index: int, fractions: tuple[float, float, float]) -> str:
@@ -116,9 +114,7 @@ def _load_stack(source: str) -> tuple[np.ndarray, ...]:
             raise FileNotFoundError(f"data source {source!r}: folder {folder} does not exist")
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(
-                f"data source {source!r}: no image files ({sorted(IMAGE_SUFFIXES)}) in {folder}"
-            )
+            raise ValueError(f"data source {source!r}: no image files ({sorted(IMAGE_SUFFIXES)}) in {folder}")
         images = []
         for p in files:
             im = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
@@ -135,9 +131,7 @@ def _load_stack(source: str) -> tuple[np.ndarray, ...]:
             with np.load(path, allow_pickle=False) as npz:
                 key = key or npz.files[0]
                 if key not in npz.files:
-                    raise KeyError(
-                        f"data source {source!r}: no array {key!r} in {path} (has {npz.files})"
-                    )
+                    raise KeyError(f"data source {source!r}: no array {key!r} in {path} (has {npz.files})")
                 stack = npz[key]
         else:
             import h5py
@@ -147,9 +141,7 @@ def _load_stack(source: str) -> tuple[np.ndarray, ...]:
                     raise KeyError(f"data source {source!r}: no dataset {key!r} in {path}")
                 stack = h5[key][()]
         if stack.ndim != 3:
-            raise ValueError(
-                f"data source {source!r}: expected (K, height, width), got shape {stack.shape}"
-            )
+            raise ValueError(f"data source {source!r}: expected (K, height, width), got shape {stack.shape}")
         return tuple(_to_unit(im) for im in stack)
     raise ValueError(f"unknown data source {source!r}")
 
@@ -169,9 +161,7 @@ def _crop_resize(image: np.ndarray, n: int, rng: np.random.Generator) -> np.ndar
     h, w = image.shape
     side_max = min(h, w)
     side_min = min(side_max, n)
-    side = int(
-        round(math.exp(rng.uniform(math.log(side_min), math.log(max(side_min, side_max // 2) + 1))))
-    )
+    side = int(round(math.exp(rng.uniform(math.log(side_min), math.log(max(side_min, side_max // 2) + 1)))))
     side = min(max(side, side_min), side_max)
     y0, x0 = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
     patch = image[y0 : y0 + side, x0 : x0 + side]
@@ -191,9 +181,7 @@ class PhaseObjectDataset(Dataset):
             if source in SYNTHETIC_KINDS or source == "fashion_mnist":
                 continue
             stack = _load_stack(source)
-            idx = np.array(
-                [i for i in range(len(stack)) if _split_of(i, spec.split_fractions) == split]
-            )
+            idx = np.array([i for i in range(len(stack)) if _split_of(i, spec.split_fractions) == split])
             if idx.size == 0:  # tiny sources: fall back to every image rather than an empty split
                 idx = np.arange(len(stack))
             self._indices[source] = idx
@@ -211,13 +199,11 @@ class PhaseObjectDataset(Dataset):
                 choice = rng.integers(len(images))
             else:  # last 10 % of the train file is validation
                 cut = int(0.9 * len(images))
-                choice = (
-                    rng.integers(cut) if self.split == "train" else rng.integers(cut, len(images))
-                )
+                choice = rng.integers(cut) if self.split == "train" else rng.integers(cut, len(images))
             im = images[choice].astype(np.float32) / 255.0
-            return cv2.resize(
-                im, (n, n), interpolation=cv2.INTER_CUBIC if n > im.shape[0] else cv2.INTER_AREA
-            ).clip(0, 1)
+            return cv2.resize(im, (n, n), interpolation=cv2.INTER_CUBIC if n > im.shape[0] else cv2.INTER_AREA).clip(
+                0, 1
+            )
         stack = _load_stack(source)
         return _crop_resize(stack[int(rng.choice(self._indices[source]))], n, rng)
 
@@ -237,14 +223,10 @@ class PhaseObjectDataset(Dataset):
             if flip:
                 phase, amplitude = phase[:, ::-1], amplitude[:, ::-1]
         phase_rad = np.ascontiguousarray(phase, dtype=np.float32) * np.float32(spec.phi_max_rad)
-        return torch.from_numpy(phase_rad), torch.from_numpy(
-            np.ascontiguousarray(amplitude, dtype=np.float32)
-        )
+        return torch.from_numpy(phase_rad), torch.from_numpy(np.ascontiguousarray(amplitude, dtype=np.float32))
 
 
-def batch(
-    spec: DataSpec, split: str, count: int, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
+def batch(spec: DataSpec, split: str, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``count`` items of a split stacked: (phase_rad, amplitude), each (count, n, n)."""
     ds = PhaseObjectDataset(spec, split, count, seed)
     items = [ds[i] for i in range(count)]

@@ -32,9 +32,7 @@ def phase_error(phase_hat_rad: torch.Tensor, phase_rad: torch.Tensor) -> torch.T
     return wrap(diff - offset)
 
 
-def phase_psnr(
-    phase_hat_rad: torch.Tensor, phase_rad: torch.Tensor, phi_max_rad: float = math.pi
-) -> torch.Tensor:
+def phase_psnr(phase_hat_rad: torch.Tensor, phase_rad: torch.Tensor, phi_max_rad: float = math.pi) -> torch.Tensor:
     """Per-image phase PSNR in dB, shape ``(...)``; capped at 200 dB for exact recoveries."""
     mse = phase_error(phase_hat_rad, phase_rad).square().mean(dim=(-2, -1))
     return 10 * torch.log10(phi_max_rad**2 / mse.clamp_min(phi_max_rad**2 * 1e-20))
@@ -45,35 +43,20 @@ def phase_mae(phase_hat_rad: torch.Tensor, phase_rad: torch.Tensor) -> torch.Ten
     return phase_error(phase_hat_rad, phase_rad).abs().mean(dim=(-2, -1))
 
 
-def phase_ssim(
-    phase_hat_rad: torch.Tensor, phase_rad: torch.Tensor, phi_max_rad: float = math.pi
-) -> np.ndarray:
+def phase_ssim(phase_hat_rad: torch.Tensor, phase_rad: torch.Tensor, phi_max_rad: float = math.pi) -> np.ndarray:
     """Per-image SSIM (scikit-image) of the offset-corrected estimate, shape ``(B,)``."""
-    err = (
-        phase_error(phase_hat_rad, phase_rad)
-        .detach()
-        .cpu()
-        .double()
-        .reshape(-1, *phase_rad.shape[-2:])
-    )
+    err = phase_error(phase_hat_rad, phase_rad).detach().cpu().double().reshape(-1, *phase_rad.shape[-2:])
     ref = phase_rad.detach().cpu().double().reshape(-1, *phase_rad.shape[-2:])
     est = ref + err
     return np.array(
-        [
-            structural_similarity(e.numpy(), r.numpy(), data_range=phi_max_rad)
-            for e, r in zip(est, ref, strict=True)
-        ]
+        [structural_similarity(e.numpy(), r.numpy(), data_range=phi_max_rad) for e, r in zip(est, ref, strict=True)]
     )
 
 
-def summarise(
-    phase_hat_rad: torch.Tensor, phase_rad: torch.Tensor, phi_max_rad: float = math.pi
-) -> dict[str, float]:
+def summarise(phase_hat_rad: torch.Tensor, phase_rad: torch.Tensor, phi_max_rad: float = math.pi) -> dict[str, float]:
     """Mean PSNR (dB), its 95 % half-width, SSIM and MAE (rad) over a batch."""
     psnr = phase_psnr(phase_hat_rad, phase_rad, phi_max_rad).detach().cpu().double()
-    half = (
-        1.96 * float(psnr.std(unbiased=True)) / math.sqrt(psnr.numel()) if psnr.numel() > 1 else 0.0
-    )
+    half = 1.96 * float(psnr.std(unbiased=True)) / math.sqrt(psnr.numel()) if psnr.numel() > 1 else 0.0
     return {
         "psnr_db": float(psnr.mean()),
         "psnr_ci95_db": half,

@@ -28,16 +28,12 @@ PropagatorKind = Literal["fraunhofer", "asm", "fresnel"]
 
 def centred_fft2(u: torch.Tensor) -> torch.Tensor:
     """Unitary 2-D DFT over the last two axes with the zero frequency at the centre."""
-    return torch.fft.fftshift(
-        torch.fft.fft2(torch.fft.ifftshift(u, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
-    )
+    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(u, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
 
 
 def centred_ifft2(u: torch.Tensor) -> torch.Tensor:
     """Inverse (= adjoint) of :func:`centred_fft2`."""
-    return torch.fft.fftshift(
-        torch.fft.ifft2(torch.fft.ifftshift(u, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
-    )
+    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(u, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
 
 
 def complex_dtype_for(dtype: torch.dtype) -> torch.dtype:
@@ -99,9 +95,7 @@ class AngularSpectrumPropagator(Propagator):
         band_limit: bool = True,
     ) -> None:
         if wavelength_um <= 0 or pitch_um <= 0:
-            raise ValueError(
-                f"wavelength_um and pitch_um must be > 0, got {wavelength_um}, {pitch_um}"
-            )
+            raise ValueError(f"wavelength_um and pitch_um must be > 0, got {wavelength_um}, {pitch_um}")
         self.wavelength_um = float(wavelength_um)
         self.pitch_um = float(pitch_um)
         self.distance_um = float(distance_um)
@@ -109,9 +103,7 @@ class AngularSpectrumPropagator(Propagator):
         self.band_limit = band_limit
         self._cache: dict[tuple, torch.Tensor] = {}
 
-    def transfer_function(
-        self, shape: tuple[int, int], device: torch.device, dtype: torch.dtype
-    ) -> torch.Tensor:
+    def transfer_function(self, shape: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Transfer function on the unshifted FFT grid of ``shape`` = (height, width)."""
         key = (shape, device, dtype)
         if key not in self._cache:
@@ -172,9 +164,7 @@ class CDPGeometry:
         if self.macro_pixel < 1:
             raise ValueError(f"CDPGeometry.macro_pixel must be >= 1, got {self.macro_pixel}")
         if self.propagator not in ("fraunhofer", "asm", "fresnel"):
-            raise ValueError(
-                f"CDPGeometry.propagator must be fraunhofer, asm or fresnel, got {self.propagator!r}"
-            )
+            raise ValueError(f"CDPGeometry.propagator must be fraunhofer, asm or fresnel, got {self.propagator!r}")
 
     @property
     def slm_shape(self) -> tuple[int, int]:

@@ -55,25 +55,17 @@ class SLMSpec:
         if not 1 <= self.bitdepth <= 16:
             raise ValueError(f"SLMSpec.bitdepth must be in [1, 16], got {self.bitdepth}")
         if not 0 < self.phase_range_rad <= 2 * TWO_PI:
-            raise ValueError(
-                f"SLMSpec.phase_range_rad must be in (0, 4π], got {self.phase_range_rad}"
-            )
+            raise ValueError(f"SLMSpec.phase_range_rad must be in (0, 4π], got {self.phase_range_rad}")
         if self.gamma and len(self.gamma) != self.levels:
-            raise ValueError(
-                f"SLMSpec.gamma must have {self.levels} entries (one per level), got {len(self.gamma)}"
-            )
+            raise ValueError(f"SLMSpec.gamma must have {self.levels} entries (one per level), got {len(self.gamma)}")
         if self.macro_pixel < 1:
             raise ValueError(f"SLMSpec.macro_pixel must be >= 1, got {self.macro_pixel}")
         if self.crosstalk_sigma_px < 0:
-            raise ValueError(
-                f"SLMSpec.crosstalk_sigma_px must be >= 0, got {self.crosstalk_sigma_px}"
-            )
+            raise ValueError(f"SLMSpec.crosstalk_sigma_px must be >= 0, got {self.crosstalk_sigma_px}")
         if self.gamma_sign not in (-1, 1):
             raise ValueError(f"SLMSpec.gamma_sign must be -1 or 1, got {self.gamma_sign}")
         if not self.gamma and self.gamma_sign != -1 and self.phase_scaling != 1:
-            raise ValueError(
-                "a reduced phase range with gamma_sign=+1 needs a measured gamma (slmsuite rule)"
-            )
+            raise ValueError("a reduced phase range with gamma_sign=+1 needs a measured gamma (slmsuite rule)")
 
     @property
     def levels(self) -> int:
@@ -131,9 +123,7 @@ class SLMModel(torch.nn.Module):
             return torch.remainder(index, levels)
         scaled = phase * -(levels * spec.phase_scaling / TWO_PI)
         if scaled.numel() and (scaled.min() <= -levels or scaled.max() > 0):
-            scaled = torch.remainder(scaled - 1, levels * spec.phase_scaling) + levels * (
-                1 - spec.phase_scaling
-            )
+            scaled = torch.remainder(scaled - 1, levels * spec.phase_scaling) + levels * (1 - spec.phase_scaling)
             if spec.phase_scaling > 1:
                 scaled = torch.where(scaled < 0, torch.full_like(scaled, levels - 1), scaled)
         else:

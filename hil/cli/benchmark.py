@@ -11,18 +11,14 @@ from rich.table import Table
 
 from hil.provenance import record
 
-app = typer.Typer(
-    help="Benchmarks; each writes JSON under benchmarks/ and prints a table.", no_args_is_help=True
-)
+app = typer.Typer(help="Benchmarks; each writes JSON under benchmarks/ and prints a table.", no_args_is_help=True)
 
 
 @app.command("classical")
 def classical(
     out: Path = typer.Option(Path("benchmarks/classical.json"), help="JSON output."),
     images: int = typer.Option(8, min=1, help="Test objects."),
-    max_iterations: int = typer.Option(
-        2000, min=20, help="Largest iteration count (checkpoints 20, 50, 200, this)."
-    ),
+    max_iterations: int = typer.Option(2000, min=20, help="Largest iteration count (checkpoints 20, 50, 200, this)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Classical solvers' quality versus iterations at 10/20/30 dB and noiseless, L = 1 and 4."""

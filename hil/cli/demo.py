@@ -43,13 +43,9 @@ def demo(
     camera = CameraModel(system.camera)
     y = measure(op, phase, camera, generator=generator)
     clean_photons = camera.photons(op.A(torch.polar(torch.ones_like(phase), phase)))
-    snr = expected_snr_db(
-        clean_photons, system.camera.read_noise_e, system.camera.quantum_efficiency
-    )
+    snr = expected_snr_db(clean_photons, system.camera.read_noise_e, system.camera.quantum_efficiency)
 
-    table = Table(
-        title=f"RAAR, one snapshot, {system.camera.photons_per_pixel} photons/pixel (SNR {snr:.1f} dB)"
-    )
+    table = Table(title=f"RAAR, one snapshot, {system.camera.photons_per_pixel} photons/pixel (SNR {snr:.1f} dB)")
     for col in ("iterations", "phase PSNR (dB)", "SSIM", "MAE (rad)", "ms per frame"):
         table.add_column(col, justify="right")
     results = []
@@ -71,9 +67,7 @@ def demo(
     run_dir = out / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir.mkdir(parents=True, exist_ok=True)
     _save_figure(run_dir / "demo.png", phase, torch.angle(x_hat), y)
-    provenance = record(
-        to_mapping(system), seed=seed, command="hil demo", snr_db=snr, results=results
-    )
+    provenance = record(to_mapping(system), seed=seed, command="hil demo", snr_db=snr, results=results)
     (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2))
     console.print(f"wrote {run_dir}/demo.png and provenance.json")
 
@@ -91,7 +85,7 @@ def _save_figure(path: Path, truth: torch.Tensor, estimate: torch.Tensor, y: tor
     for ax, img, title in zip(
         axes,
         (truth[0], y[0, 0].clamp_min(0).sqrt(), aligned[0]),
-        ("object phase (rad)", "sqrt(CDP)", "RAAR (rad)"),
+        ("object phase (rad)", "sqrt(CDP)", "RAAR (rad)"), strict=False,
     ):
         im = ax.imshow(img.numpy(), cmap="twilight" if "rad" in title else "gray")
         ax.set_title(title)

@@ -48,9 +48,7 @@ def solve(
     generator = torch.Generator().manual_seed(seed)
     if init == "random":
         lo, hi = constraint.phase_range_rad or (0.0, 2 * math.pi)
-        x0 = random_start(op, y.shape[0], generator, phi_max_rad=hi - lo) * complex(
-            math.cos(lo), math.sin(lo)
-        )
+        x0 = random_start(op, y.shape[0], generator, phi_max_rad=hi - lo) * complex(math.cos(lo), math.sin(lo))
     elif init == "spectral":
         x0 = spectral_start(op, y, generator=generator)
     elif init == "backprojection":

@@ -25,9 +25,7 @@ def modulus_projection(z: torch.Tensor, sqrt_y: torch.Tensor) -> torch.Tensor:
 
 
 def _run(
-    update: Callable[
-        [torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]], torch.Tensor
-    ],
+    update: Callable[[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]], torch.Tensor],
     op: CDPOperator,
     y: torch.Tensor,
     x0: torch.Tensor,

@@ -27,16 +27,11 @@ class ObjectConstraint:
         if self.phase_range_rad is not None:
             lo, hi = self.phase_range_rad
             if not hi > lo:
-                raise ValueError(
-                    f"phase_range_rad must satisfy hi > lo, got {self.phase_range_rad}"
-                )
+                raise ValueError(f"phase_range_rad must satisfy hi > lo, got {self.phase_range_rad}")
 
     def clip_phase(self, phase_rad: torch.Tensor) -> torch.Tensor:
         """Nearest point of the arc ``[lo, hi]`` for each phase (identity without a range prior)."""
-        if (
-            self.phase_range_rad is None
-            or self.phase_range_rad[1] - self.phase_range_rad[0] >= 2 * math.pi
-        ):
+        if self.phase_range_rad is None or self.phase_range_rad[1] - self.phase_range_rad[0] >= 2 * math.pi:
             return phase_rad
         lo, hi = self.phase_range_rad
         centre = 0.5 * (lo + hi)

@@ -18,9 +18,7 @@ def random_start(
     """Unit-modulus objects with i.i.d. uniform phases in [0, phi_max_rad]."""
     n = op.geometry.n
     real = op.masks.real.dtype
-    phase = (
-        torch.rand((batch, n, n), generator=generator, dtype=real).to(op.masks.device) * phi_max_rad
-    )
+    phase = torch.rand((batch, n, n), generator=generator, dtype=real).to(op.masks.device) * phi_max_rad
     return torch.polar(torch.ones_like(phase), phase)
 
 
