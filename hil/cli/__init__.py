@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from hil.cli import benchmark, demo
@@ -14,3 +16,16 @@ app = typer.Typer(
 )
 app.command("demo")(demo.demo)
 app.add_typer(benchmark.app, name="benchmark")
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TimeoutError, ConnectionError)
+
+
+def main() -> None:
+    """Entry point: user errors (bad config, missing file, device timeout) print one line and exit 2;
+    usage errors and Ctrl-C are reported by typer itself."""
+    try:
+        app()
+    except USER_ERRORS as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
