@@ -85,7 +85,8 @@ def _save_figure(path: Path, truth: torch.Tensor, estimate: torch.Tensor, y: tor
     for ax, img, title in zip(
         axes,
         (truth[0], y[0, 0].clamp_min(0).sqrt(), aligned[0]),
-        ("object phase (rad)", "sqrt(CDP)", "RAAR (rad)"), strict=False,
+        ("object phase (rad)", "sqrt(CDP)", "RAAR (rad)"),
+        strict=False,
     ):
         im = ax.imshow(img.numpy(), cmap="twilight" if "rad" in title else "gray")
         ax.set_title(title)
