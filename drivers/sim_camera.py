@@ -1,0 +1,137 @@
+"""Simulated Fourier-plane camera of the bench: slmsuite's ``SimulatedCamera`` with the shared
+forward model's geometry and a photon-counting sensor.
+
+The camera sees the central ``pad * n`` window (height, width) of the centred unitary FFT of the
+SLM's field on the ``pad * k * n`` grid: exactly :class:`hil.optics.CDPOperator` (and slmsuite's
+own simulated camera without an affine map). :meth:`render` returns that intensity in model
+units (``|field|^2``). Frames then go through the sensor of the system config's
+:class:`hil.camera_model.CameraSpec` (overridable per key), scaled by exposure:
+
+* ``photons_per_pixel`` is the mean photons per detector pixel at ``reference_exposure_s`` when
+  a uniform unit-amplitude beam fills the ROI and all light lands in the window; ``null`` gives
+  noiseless frames in model units (times ``exposure_s / reference_exposure_s``);
+* Poisson shot noise (switch ``shot_noise``), quantum efficiency, Gaussian read noise, full
+  well, gain, dark offset, ADC rounding and clipping, then digital binning.
+
+Noise draws come from a ``torch.Generator`` seeded with ``seed``: deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from slmsuite.hardware.cameras.simulated import SimulatedCamera
+from slmsuite.hardware.slms.simulated import SimulatedSLM
+from slmsuite.misc.xp import as_numpy
+
+from hil.camera_model import CameraSpec, bin_pixels
+from hil.config import ConfigError, from_mapping
+from hil.optics import centred_fft2
+from hil.system_config import SystemConfig, load_system
+
+
+@dataclass(frozen=True)
+class SimCameraSettings:
+    """Config ``camera.kwargs`` of the ``simulated`` camera.
+
+    Attributes:
+        shot_noise: Poisson photon noise on (off: frames are the mean photon counts).
+        sensor: overrides of the system config's ``camera`` keys (e.g. ``{read_noise_e: 2.0}``).
+        reference_exposure_s: exposure at which ``photons_per_pixel`` holds.
+    """
+
+    shot_noise: bool = True
+    sensor: dict[str, Any] = field(default_factory=dict)
+    reference_exposure_s: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0 < self.reference_exposure_s <= 3600:
+            raise ValueError(f"reference_exposure_s = {self.reference_exposure_s} is outside (0, 3600] s")
+        try:
+            from_mapping(CameraSpec, self.sensor, where="sensor", prefix="sensor")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    def spec(self, base: CameraSpec) -> CameraSpec:
+        """``base`` with the ``sensor`` overrides applied."""
+        parsed = from_mapping(CameraSpec, self.sensor, where="sensor", prefix="sensor")
+        return dataclasses.replace(base, **{k: getattr(parsed, k) for k in self.sensor})
+
+
+class SimulatedBenchCamera(SimulatedCamera):
+    """Camera in the back focal plane of the bench's lens, imaging a (simulated) SLM's field."""
+
+    Settings = SimCameraSettings
+
+    def __init__(
+        self,
+        slm: SimulatedSLM,
+        system: SystemConfig | None = None,
+        seed: int = 0,
+        exposure_s: float = 0.01,
+        **settings: Any,
+    ) -> None:
+        self.settings = SimCameraSettings(**settings)
+        self.system = system or load_system()
+        self.spec = self.settings.spec(self.system.camera)
+        geometry = self.system.geometry()
+        if tuple(slm.shape) != geometry.field_shape:
+            raise ValueError(f"the simulated SLM must have shape {geometry.field_shape}, got {tuple(slm.shape)}")
+        self.detector_shape = geometry.detector_shape
+        self._roi_pixels = geometry.slm_shape[0] * geometry.slm_shape[1]
+        self._generator = torch.Generator().manual_seed(seed)
+        b = self.spec.binning
+        height, width = self.detector_shape
+        if height % b or width % b:
+            raise ValueError(f"binning {b} does not divide the detector {self.detector_shape} (height, width)")
+        bits = self.spec.adc_bits if self.spec.adc_bits is not None and self.spec.adc_bits <= 16 else 16
+        self._frame_dtype = np.dtype(np.uint8 if bits <= 8 else np.uint16)
+        self._exposure_s = exposure_s
+        super().__init__(slm, resolution=(width // b, height // b), bitdepth=bits, name="SimulatedBenchCamera")
+        self.set_exposure(exposure_s)
+
+    def _get_exposure_hw(self) -> float:
+        return self._exposure_s
+
+    def _intensity(self) -> torch.Tensor:
+        """Unbinned detector intensity ``(pad n, pad n)`` in model units, float64."""
+        slm = self._slm
+        if hasattr(slm, "field"):
+            u = slm.field()
+        else:
+            phase = as_numpy(slm._display2phase(slm.display, dtype=np.float64))
+            u = as_numpy(slm.source["amplitude_sim"]) * np.exp(1j * (phase + as_numpy(slm.source["phase_sim"])))
+        far = centred_fft2(torch.from_numpy(np.asarray(u, dtype=np.complex128)))
+        big_h, big_w = far.shape
+        h, w = self.detector_shape
+        top, left = big_h // 2 - h // 2, big_w // 2 - w // 2
+        return far[top : top + h, left : left + w].abs().square()
+
+    def _render(self) -> np.ndarray:
+        return bin_pixels(self._intensity(), self.spec.binning).numpy()
+
+    def _get_image_hw(self, timeout_s: float = 0, quantize: bool = True) -> np.ndarray:
+        spec = self.spec
+        ratio = self.exposure_s / self.settings.reference_exposure_s
+        intensity = self._intensity()
+        if spec.photons_per_pixel is None:
+            return bin_pixels(intensity * ratio, spec.binning).numpy()
+        pixels = self.detector_shape[0] * self.detector_shape[1]
+        photons = intensity * (spec.photons_per_pixel * pixels / self._roi_pixels * ratio)
+        electrons = photons * spec.quantum_efficiency
+        if self.settings.shot_noise:
+            electrons = torch.poisson(electrons, generator=self._generator)
+        if spec.read_noise_e > 0:
+            noise = torch.randn(electrons.shape, generator=self._generator, dtype=electrons.dtype)
+            electrons = electrons + spec.read_noise_e * noise
+        if spec.full_well_e is not None:
+            electrons = electrons.clamp(max=spec.full_well_e)
+        adu = electrons * spec.gain_adu_per_e + spec.dark_offset_adu
+        if spec.adc_bits is not None and quantize:
+            adu = torch.round(adu).clamp(0, spec.max_adu)
+        frame = bin_pixels(adu, spec.binning).numpy()
+        return frame.astype(self._frame_dtype) if spec.adc_bits is not None and quantize else frame

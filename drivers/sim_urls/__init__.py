@@ -1,0 +1,1 @@
+"""pyserial URL handlers of the simulated accessories (``protocol_<scheme>`` modules)."""

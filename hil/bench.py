@@ -1,0 +1,251 @@
+"""The bench: devices from a bench config, as a context manager that always ends in a safe state.
+
+On every exit path (normal end, exception, device error, Ctrl-C once or twice, SIGTERM) the
+bench closes the shutter, switches the laser off, disarms triggers and blanks the SLM, then
+closes the devices. :meth:`Bench.safe_state` is idempotent and bounded in time (serial
+accessories get one ``SAFE`` command each, sharing :data:`SAFE_BUDGET_S`).
+
+Signals (main thread only): the first Ctrl-C or SIGTERM lets a device exchange in progress
+finish (no command is cut in half), then raises ``KeyboardInterrupt`` / ``SystemExit(128 +
+signal)``; a second one interrupts at once. Signals arriving while the safe state is being
+applied are logged and ignored, so the safe state always completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+from slmsuite.misc.xp import as_numpy
+
+from drivers import io_guard
+from drivers.errors import DeviceError
+from drivers.limits import check_range
+from drivers.slm import SLMController
+from hil.bench_config import DEFAULT_BENCH, BenchSpec, DeviceSpec, load_bench
+
+log = logging.getLogger(__name__)
+SAFE_BUDGET_S = 0.8
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Bench:
+    """SLM, camera and serial accessories of one bench config.
+
+    Use as ``with Bench.from_config(path) as bench: ...``. Attributes after entering: ``slm``
+    (:class:`~drivers.slm.SLMController`), ``camera`` (slmsuite ``Camera``), ``serial``
+    (name -> accessory).
+    """
+
+    def __init__(self, spec: BenchSpec) -> None:
+        self.spec = spec
+        self.slm: SLMController | None = None
+        self.camera: Any = None
+        self.serial: dict[str, Any] = {}
+        self.safe_state_problems: list[str] = []
+        self._cleaning = False
+        self._previous_handlers: dict[int, Any] = {}
+
+    @classmethod
+    def from_config(cls, path: str | Path = DEFAULT_BENCH) -> Bench:
+        return cls(load_bench(path))
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Bench:
+        self._install_signal_handlers()
+        try:
+            self.open()
+        except BaseException:
+            self.close()
+            self._restore_signal_handlers()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.close()
+        finally:
+            self._restore_signal_handlers()
+
+    def _construct(self, device: DeviceSpec, **available: Any) -> Any:
+        params = device.parameters()
+        kwargs = dict(device.kwargs)
+        for name, value in available.items():
+            if name in params and name not in kwargs:
+                kwargs[name] = value
+        return device.cls(**kwargs)
+
+    def open(self) -> None:
+        """Connect every device: serial accessories first (put in their safe state), then SLM, camera."""
+        spec, config = self.spec, self.spec.config
+        common = {"system": spec.system, "seed": config.seed}
+        for name, device in spec.serial.items():
+            section = config.serial[name]
+            accessory = self._construct(
+                device,
+                port=section.port,
+                baudrate=section.baudrate,
+                timeout_s=section.timeout_s,
+                retries=section.retries,
+                **common,
+            )
+            self.serial[name] = accessory
+            accessory.open()
+            accessory.safe()
+        slm = self._construct(spec.slm, **common)
+        self._check_slm(slm)
+        self.slm = SLMController(
+            slm,
+            (spec.system.optics.n, spec.system.optics.n),
+            spec.system.slm.macro_pixel,
+            config.slm.roi_offset_px,
+            settle=config.slm.settle,
+            mask_bitdepth=spec.system.slm.bitdepth,
+        )
+        self.slm.blank()
+        self.camera = self._construct(spec.camera, slm=slm, **common)
+        self.set_exposure(config.camera.exposure_s)
+
+    def _check_slm(self, slm: Any) -> None:
+        section = self.spec.config.slm
+        if section.shape_px is not None and tuple(slm.shape) != tuple(section.shape_px):
+            raise DeviceError(f"slm.shape_px: config says {list(section.shape_px)}, the SLM reports {list(slm.shape)}")
+        if section.bitdepth is not None and slm.bitdepth != section.bitdepth:
+            raise DeviceError(f"slm.bitdepth: config says {section.bitdepth}, the SLM reports {slm.bitdepth}")
+
+    def safe_state(self) -> list[str]:
+        """Shutter closed, laser off, triggers disarmed, SLM blanked; returns the problems met.
+
+        Idempotent; never raises; signals are ignored while it runs.
+        """
+        self._cleaning = True
+        problems = []
+        start = time.perf_counter()
+        try:
+            accessories = sorted(self.serial.items(), key=lambda item: not hasattr(item[1], "emit"))
+            for name, accessory in accessories:
+                left = SAFE_BUDGET_S - (time.perf_counter() - start)
+                try:
+                    if accessory.is_open:
+                        accessory.safe(timeout_s=max(0.05, left / max(1, len(accessories))))
+                    else:
+                        problems.append(f"serial.{name}: port not open, safe state not confirmed")
+                except Exception as exc:
+                    problems.append(f"serial.{name}: {exc}")
+            if self.slm is not None:
+                try:
+                    self.slm.blank()
+                except Exception as exc:
+                    problems.append(f"slm: {exc}")
+        finally:
+            self._cleaning = False
+        for problem in problems:
+            log.error("safe state: %s", problem)
+        self.safe_state_problems = problems
+        return problems
+
+    def close(self) -> None:
+        """Safe state, then close every device (idempotent)."""
+        self.safe_state()
+        self._cleaning = True
+        try:
+            for name, device in (("camera", self.camera), ("slm", self.slm and self.slm.slm)):
+                if device is not None:
+                    try:
+                        device.close()
+                    except Exception as exc:
+                        log.error("closing %s: %s", name, exc)
+            for accessory in self.serial.values():
+                accessory.close()
+        finally:
+            self._cleaning = False
+        self.camera, self.slm, self.serial = None, None, {}
+
+    # --- signals ---------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in HANDLED_SIGNALS:
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._cleaning:
+            log.warning("%s ignored: putting the bench in its safe state", name)
+            return
+        exc: BaseException = KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
+        if io_guard.defer(exc):
+            log.warning("%s: finishing the device exchange in progress (repeat to abort it)", name)
+            return
+        raise exc
+
+    # --- operations ------------------------------------------------------------------------
+
+    def set_exposure(self, exposure_s: float) -> float:
+        """Set the camera exposure after checking it against ``camera.exposure_limits_s``."""
+        value = check_range("camera.exposure_s", exposure_s, self.spec.config.camera.exposure_limits_s, "s")
+        return float(self.camera.set_exposure(value))
+
+    def show_mask(self, phase_rad: np.ndarray) -> None:
+        """Display an ``(n, n)`` mask on the SLM's ROI (waits the settle time when configured)."""
+        self.slm.show(phase_rad)
+
+    def capture(self) -> np.ndarray:
+        """One camera frame (height, width)."""
+        return np.asarray(as_numpy(self.camera.get_image()))
+
+    def light_on(self) -> None:
+        """Every light source emits (configured power, laser on, shutter open)."""
+        for accessory in self.serial.values():
+            if hasattr(accessory, "emit"):
+                accessory.emit()
+
+    def describe(self) -> list[dict[str, str]]:
+        """Identity and status of each device (for ``hil check``)."""
+        rows = []
+        slm = self.slm.slm
+        rows_roi, cols_roi = self.slm.roi
+        rows.append(
+            {
+                "device": "slm",
+                "driver": self.spec.slm.driver,
+                "identity": f"{type(slm).__name__} {slm.name!r}",
+                "status": f"shape {tuple(slm.shape)} (h, w), {slm.bitdepth} bit, settle {slm.settle_time_s:g} s, "
+                f"ROI rows {rows_roi.start}:{rows_roi.stop} cols {cols_roi.start}:{cols_roi.stop}",
+            }
+        )
+        frame = self.capture()
+        cam = self.camera
+        rows.append(
+            {
+                "device": "camera",
+                "driver": self.spec.camera.driver,
+                "identity": f"{type(cam).__name__} {cam.name!r}",
+                "status": f"shape {tuple(cam.shape)} (h, w), {cam.bitdepth} bit, exposure {cam.exposure_s:g} s, "
+                f"test frame mean {float(frame.mean()):.4g} max {float(frame.max()):.4g}",
+            }
+        )
+        for name, accessory in self.serial.items():
+            status = " ".join(f"{k}={v}" for k, v in accessory.status().items())
+            rows.append(
+                {
+                    "device": f"serial.{name}",
+                    "driver": self.spec.serial[name].driver,
+                    "identity": f"{accessory.identify()} on {accessory.port}",
+                    "status": status,
+                }
+            )
+        return rows

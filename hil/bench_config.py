@@ -1,0 +1,287 @@
+"""Bench configuration (``configs/bench_*.yaml``): which devices, with which settings and limits.
+
+Each device is a built-in name or an import path ``package.module:ClassName`` plus ``kwargs``
+for its constructor, so a lab plugs in any slmsuite-compatible class without touching the code.
+The bench fills three constructor parameters itself when a class declares them and ``kwargs``
+does not: ``slm`` (the SLM object, for cameras such as slmsuite's simulated one), ``system``
+(the shared :class:`~hil.system_config.SystemConfig`) and ``seed``.
+
+Validation happens at load time, before any device is touched: unknown keys, wrong types and
+out-of-range values raise :class:`~hil.config.ConfigError` naming the file and the dotted key.
+``kwargs`` are checked against the constructor's signature (following ``**kwargs`` into base
+classes) and, for built-in drivers, against their ``Settings`` dataclass (types and ranges).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drivers.errors import LimitError
+from drivers.limits import check_limits_pair, check_range
+from drivers.slm import roi_slices
+from hil.config import ConfigError, from_mapping, load_yaml
+from hil.system_config import SystemConfig, load_system
+
+DEFAULT_BENCH = Path(__file__).resolve().parents[1] / "configs" / "bench_sim.yaml"
+BUILTIN_DRIVERS: dict[str, dict[str, str]] = {
+    "slm": {"simulated": "drivers.sim_slm:SimulatedBenchSLM"},
+    "camera": {
+        "simulated": "drivers.sim_camera:SimulatedBenchCamera",
+        "opencv": "drivers.opencv_camera:OpenCVCamera",
+    },
+    "serial": {"shutter": "drivers.shutter:LaserShutter", "trigger": "drivers.trigger:TriggerBox"},
+}
+INJECTED = ("slm", "system", "seed")
+SERIAL_OPTIONS = ("port", "baudrate", "timeout_s", "retries")
+
+
+def _check_driver(driver: str) -> None:
+    if ":" in driver:
+        module, _, name = driver.partition(":")
+        if not module or not name.isidentifier():
+            raise ValueError(f"driver {driver!r} must be a built-in name or 'package.module:ClassName'")
+
+
+@dataclass(frozen=True)
+class SLMSection:
+    """The SLM: driver, constructor kwargs, ROI placement, expected panel, settle behaviour.
+
+    ``shape_px`` (height, width) and ``bitdepth``, when given, are what the panel must report
+    (checked on connecting); ``shape_px`` also lets the ROI be checked at load time.
+    """
+
+    driver: str = "simulated"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    roi_offset_px: tuple[int, int] = (0, 0)
+    settle: bool = True
+    shape_px: tuple[int, int] | None = None
+    bitdepth: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_driver(self.driver)
+        if self.shape_px is not None and min(self.shape_px) < 1:
+            raise ValueError(f"shape_px must be positive (height, width), got {list(self.shape_px)}")
+        if self.bitdepth is not None:
+            check_range("bitdepth", self.bitdepth, (1, 16))
+
+
+@dataclass(frozen=True)
+class CameraSection:
+    """The camera: driver, constructor kwargs, exposure and its allowed range (seconds)."""
+
+    driver: str = "simulated"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    exposure_s: float = 0.01
+    exposure_limits_s: tuple[float, float] = (1e-6, 10.0)
+
+    def __post_init__(self) -> None:
+        _check_driver(self.driver)
+        check_limits_pair("exposure_limits_s", self.exposure_limits_s)
+        if self.exposure_limits_s[0] <= 0:
+            raise LimitError(f"exposure_limits_s must be > 0, got {list(self.exposure_limits_s)}")
+        check_range("exposure_s", self.exposure_s, self.exposure_limits_s, "s")
+
+
+@dataclass(frozen=True)
+class SerialSection:
+    """A serial accessory: driver, port (device path or pyserial URL), link settings, kwargs."""
+
+    driver: str
+    port: str
+    baudrate: int = 115200
+    timeout_s: float = 0.5
+    retries: int = 2
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_driver(self.driver)
+        if not self.port:
+            raise ValueError("port must not be empty")
+        check_range("baudrate", self.baudrate, (50, 4_000_000))
+        check_range("timeout_s", self.timeout_s, (0.01, 10.0), "s")
+        check_range("retries", self.retries, (0, 10))
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """A whole bench. ``system`` is the shared physical system file, relative to the bench file."""
+
+    system: str = "system.yaml"
+    seed: int = 0
+    slm: SLMSection = field(default_factory=SLMSection)
+    camera: CameraSection = field(default_factory=CameraSection)
+    serial: dict[str, SerialSection] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A device ready to construct: its class and validated keyword arguments."""
+
+    name: str
+    driver: str
+    cls: type
+    kwargs: dict[str, Any]
+
+    def parameters(self) -> set[str]:
+        return set(_signature_parameters(self.cls))
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """A loaded bench: the config, its source, the shared system, and the resolved devices."""
+
+    config: BenchConfig
+    path: Path | None
+    system: SystemConfig
+    slm: DeviceSpec
+    camera: DeviceSpec
+    serial: dict[str, DeviceSpec]
+
+
+def resolve_driver(kind: str, driver: str, where: str, key: str) -> type:
+    """The class for a built-in name or ``package.module:ClassName``; errors name ``key``."""
+    target = BUILTIN_DRIVERS[kind].get(driver, driver)
+    if ":" not in target:
+        raise ConfigError(
+            f"{where}: key '{key}': unknown driver {driver!r}; built-in: {sorted(BUILTIN_DRIVERS[kind])} "
+            "or an import path 'package.module:ClassName'"
+        )
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{where}: key '{key}': cannot import {module_name!r}: {exc}") from None
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise ConfigError(f"{where}: key '{key}': {module_name!r} has no class {class_name!r}")
+    return cls
+
+
+def _signature_parameters(cls: type) -> dict[str, tuple[Any, Any]]:
+    """Keyword parameters of ``cls`` (name -> (type hint, default)), following ``**kwargs`` up the MRO."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            hints = typing.get_type_hints(init)
+        except Exception:
+            hints = {}
+        params = list(inspect.signature(init).parameters.values())[1:]
+        for p in params:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in out:
+                out[p.name] = (_plain_type(hints.get(p.name, Any)), p.default)
+        settings = klass.__dict__.get("Settings")
+        if dataclasses.is_dataclass(settings):
+            settings_hints = typing.get_type_hints(settings)
+            for f in dataclasses.fields(settings):
+                out.setdefault(f.name, (_plain_type(settings_hints[f.name]), None))
+        if not any(p.kind == p.VAR_KEYWORD for p in params) or klass is object:
+            break
+    return out
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain_type(tp: Any) -> Any:
+    """``tp`` if the config loader can check it (scalars, tuples, dicts, Literal, unions), else Any."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp in _PLAIN:
+        return tp
+    if origin is typing.Literal:
+        return tp
+    if origin in (typing.Union, types.UnionType, tuple, dict) and args:
+        return tp if all(a is Ellipsis or _plain_type(a) is a for a in args) else Any
+    return Any
+
+
+def _check_kwargs(cls: type, kwargs: dict[str, Any], where: str, key: str, excluded: tuple[str, ...]) -> dict[str, Any]:
+    """Validate ``kwargs`` against the constructor of ``cls`` (and its ``Settings``); return them converted."""
+    params = {n: v for n, v in _signature_parameters(cls).items() if n not in excluded and n not in ("slm", "system")}
+    open_ended = _accepts_anything(cls)
+    known = {k: v for k, v in kwargs.items() if k in params}
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown and not open_ended:
+        dotted = ", ".join(f"'{key}.{k}'" for k in unknown)
+        raise ConfigError(f"{where}: unknown key {dotted}; {cls.__name__} accepts: {sorted(params)}")
+    shape = dataclasses.make_dataclass(
+        f"{cls.__name__}Kwargs", [(n, params[n][0], field(default=None)) for n in known], frozen=True
+    )
+    converted = from_mapping(shape, known, where, prefix=key)
+    out = {**kwargs, **{n: getattr(converted, n) for n in known}}
+    settings = getattr(cls, "Settings", None)
+    if dataclasses.is_dataclass(settings):
+        names = {f.name for f in dataclasses.fields(settings)}
+        from_mapping(settings, {k: v for k, v in out.items() if k in names}, where, prefix=key)
+    return out
+
+
+def _accepts_anything(cls: type) -> bool:
+    """True if ``**kwargs`` reaches a constructor we cannot see through (then unknown keys pass)."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = list(inspect.signature(init).parameters.values())
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return False
+        if klass.__dict__.get("Settings") is not None:
+            return False
+    return True
+
+
+def _device(kind: str, name: str, driver: str, kwargs: dict[str, Any], where: str, key: str) -> DeviceSpec:
+    cls = resolve_driver(kind, driver, where, f"{key}.driver")
+    excluded = SERIAL_OPTIONS if kind == "serial" else ()
+    clash = sorted(set(kwargs) & {"slm", "system"})
+    if clash:
+        raise ConfigError(f"{where}: key '{key}.kwargs.{clash[0]}': set by the bench, not in kwargs")
+    return DeviceSpec(name, driver, cls, _check_kwargs(cls, kwargs, where, f"{key}.kwargs", excluded))
+
+
+def bench_from_mapping(data: dict[str, Any], where: str = "<bench config>", base: Path | None = None) -> BenchSpec:
+    """Validate a parsed bench document and resolve its devices (no device is touched)."""
+    config = from_mapping(BenchConfig, data, where)
+    system_path = Path(config.system)
+    if not system_path.is_absolute():
+        system_path = (base or Path.cwd()) / system_path
+    if not system_path.is_file():
+        raise ConfigError(f"{where}: key 'system': file {system_path} does not exist")
+    system = load_system(system_path)
+    slm = config.slm
+    if slm.bitdepth is not None and system.slm.bitdepth > slm.bitdepth:
+        raise ConfigError(
+            f"{where}: key 'slm.bitdepth': the system's masks need {system.slm.bitdepth} bits, "
+            f"the SLM has {slm.bitdepth}; allowed system bit depth [1, {slm.bitdepth}]"
+        )
+    if slm.shape_px is not None:
+        side = system.optics.n * system.slm.macro_pixel
+        try:
+            roi_slices(slm.shape_px, (side, side), slm.roi_offset_px)
+        except LimitError as exc:
+            raise ConfigError(f"{where}: key 'slm.roi_offset_px': {exc}") from None
+    devices = {
+        "slm": _device("slm", "slm", slm.driver, slm.kwargs, where, "slm"),
+        "camera": _device("camera", "camera", config.camera.driver, config.camera.kwargs, where, "camera"),
+    }
+    serial = {}
+    for name, section in config.serial.items():
+        serial[name] = _device("serial", name, section.driver, section.kwargs, where, f"serial.{name}")
+    return BenchSpec(config, None, system, devices["slm"], devices["camera"], serial)
+
+
+def load_bench(path: str | Path = DEFAULT_BENCH) -> BenchSpec:
+    """Load and validate a bench config file; relative paths in it are relative to the file."""
+    path = Path(path)
+    spec = bench_from_mapping(load_yaml(path), where=str(path), base=path.resolve().parent)
+    return dataclasses.replace(spec, path=path)
