@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 app.command("demo")(demo.demo)
 app.add_typer(benchmark.app, name="benchmark")
+app.command("check")(__import__("hil.cli.check", fromlist=["check"]).check)
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TimeoutError, ConnectionError)
