@@ -7,6 +7,11 @@ import math
 from drivers.errors import LimitError
 
 
+def _fmt(x: float) -> str:
+    """Whole numbers without exponent (10000000, not 1e+07), others in short form."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
 def check_range(field: str, value: float, limits: tuple[float, float], unit: str = "") -> float:
     """Return ``value`` as float if ``limits[0] <= value <= limits[1]``, else raise :class:`LimitError`.
 
@@ -15,9 +20,9 @@ def check_range(field: str, value: float, limits: tuple[float, float], unit: str
     low, high = limits
     suffix = f" {unit}" if unit else ""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise LimitError(f"{field} must be a number in [{low:g}, {high:g}]{suffix}, got {value!r}")
+        raise LimitError(f"{field} must be a number in [{_fmt(low)}, {_fmt(high)}]{suffix}, got {value!r}")
     if not low <= value <= high:
-        raise LimitError(f"{field} = {value:g} is outside the allowed range [{low:g}, {high:g}]{suffix}")
+        raise LimitError(f"{field} = {_fmt(value)} is outside the allowed range [{_fmt(low)}, {_fmt(high)}]{suffix}")
     return float(value)
 
 

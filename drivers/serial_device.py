@@ -19,12 +19,18 @@ import time
 
 import serial
 
+try:
+    from termios import error as TermiosError
+except ImportError:  # Windows
+    TermiosError = OSError
+
 from drivers.errors import DeviceDisconnected, DeviceError, DeviceReplyError, DeviceTimeout
 from drivers.io_guard import atomic_io
 from drivers.serial_sim import register_url_schemes
 
 log = logging.getLogger(__name__)
 MAX_LINE_BYTES = 256
+PORT_ERRORS = (serial.SerialException, OSError, TermiosError)
 
 
 class SerialLineDevice:
@@ -50,6 +56,7 @@ class SerialLineDevice:
         self.retries = retries
         self.backoff_s = backoff_s
         self._serial: serial.SerialBase | None = None
+        self._open_error = ""
 
     @property
     def label(self) -> str:
@@ -66,16 +73,18 @@ class SerialLineDevice:
             self._serial = serial.serial_for_url(
                 self.port, baudrate=self.baudrate, timeout=self.timeout_s, write_timeout=self.timeout_s
             )
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             self._serial = None
-            raise DeviceDisconnected(f"{self.label}: cannot open port: {exc}") from exc
+            self._open_error = f"cannot open port: {exc}"
+            raise DeviceDisconnected(f"{self.label}: {self._open_error}") from exc
+        self._open_error = ""
 
     def close(self) -> None:
         """Close the port; safe to call twice."""
         if self._serial is not None:
             try:
                 self._serial.close()
-            except (serial.SerialException, OSError):
+            except PORT_ERRORS:
                 pass
             self._serial = None
 
@@ -120,7 +129,7 @@ class SerialLineDevice:
         if "\n" in command or "\r" in command or not command.isascii():
             raise ValueError(f"{self.label}: command must be one line of ASCII, got {command!r}")
         if self._serial is None:
-            raise DeviceDisconnected(f"{self.label}: port is not open")
+            raise DeviceDisconnected(f"{self.label}: {self._open_error or 'port is not open'}")
         with atomic_io():
             try:
                 self._serial.reset_input_buffer()
@@ -128,7 +137,7 @@ class SerialLineDevice:
                 raw = self._serial.read_until(b"\n", MAX_LINE_BYTES)
             except serial.SerialTimeoutException as exc:
                 raise DeviceTimeout(f"{self.label}: writing '{command}' timed out after {self.timeout_s} s") from exc
-            except (serial.SerialException, OSError) as exc:
+            except PORT_ERRORS as exc:
                 raise DeviceDisconnected(f"{self.label}: device disconnected during '{command}': {exc}") from exc
         if not raw.endswith(b"\n"):
             got = f" (partial reply {raw!r})" if raw else ""
