@@ -4,7 +4,9 @@ tests without a camera.
 
 Frames are returned as (height, width) grayscale arrays (colour converted with OpenCV's BGR
 weights). For playback the exposure is a stored value (frames were recorded at a fixed
-exposure), and the recording rewinds at its end when ``loop`` is true.
+exposure), and the recording rewinds at its end when ``loop`` is true. OpenCV's exposure unit
+depends on the backend (V4L2: 100 µs, i.e. ``exposure_units_per_s: 10000``); a live camera's
+exposure is sent only when ``exposure_units_per_s`` is given, otherwise it is stored.
 """
 
 from __future__ import annotations
@@ -19,11 +21,19 @@ from drivers.errors import DeviceDisconnected, DeviceError
 class OpenCVCamera(Camera):
     """Live camera (``source`` = device index) or playback (``source`` = file path or pattern)."""
 
-    def __init__(self, source: int | str = 0, loop: bool = True, exposure_s: float = 0.01, **kwargs: object) -> None:
+    def __init__(
+        self,
+        source: int | str = 0,
+        loop: bool = True,
+        exposure_s: float = 0.01,
+        exposure_units_per_s: float | None = None,
+        **kwargs: object,
+    ) -> None:
         self.source = source
+        self.exposure_units_per_s = exposure_units_per_s
         self.loop = loop
         self.live = isinstance(source, int)
-        self._exposure_s = float(exposure_s)
+        self._stored_exposure_s = float(exposure_s)
         self.cap = cv2.VideoCapture(source)
         if not self.cap.isOpened():
             raise DeviceError(f"OpenCV cannot open {source!r} (device index, video file or image pattern)")
@@ -54,17 +64,19 @@ class OpenCVCamera(Camera):
         """OpenCV cannot list cameras portably; open indices 0, 1, ... instead."""
         return []
 
+    @property
+    def _sends_exposure(self) -> bool:
+        return self.live and self.exposure_units_per_s is not None
+
     def _get_exposure_hw(self) -> float:
-        if self.live:
-            value = self.cap.get(cv2.CAP_PROP_EXPOSURE)
-            if value > 0:
-                return float(value)
-        return self._exposure_s
+        if self._sends_exposure:
+            return float(self.cap.get(cv2.CAP_PROP_EXPOSURE)) / self.exposure_units_per_s
+        return self._stored_exposure_s
 
     def _set_exposure_hw(self, exposure_s: float) -> None:
-        self._exposure_s = float(exposure_s)
-        if self.live:
-            self.cap.set(cv2.CAP_PROP_EXPOSURE, float(exposure_s))
+        self._stored_exposure_s = float(exposure_s)
+        if self._sends_exposure:
+            self.cap.set(cv2.CAP_PROP_EXPOSURE, float(exposure_s) * self.exposure_units_per_s)
 
     def _get_image_hw(self, timeout_s: float) -> np.ndarray:
         ok, frame = self.cap.read()

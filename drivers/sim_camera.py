@@ -90,12 +90,8 @@ class SimulatedBenchCamera(SimulatedCamera):
             raise ValueError(f"binning {b} does not divide the detector {self.detector_shape} (height, width)")
         bits = self.spec.adc_bits if self.spec.adc_bits is not None and self.spec.adc_bits <= 16 else 16
         self._frame_dtype = np.dtype(np.uint8 if bits <= 8 else np.uint16)
-        self._exposure_s = exposure_s
         super().__init__(slm, resolution=(width // b, height // b), bitdepth=bits, name="SimulatedBenchCamera")
         self.set_exposure(exposure_s)
-
-    def _get_exposure_hw(self) -> float:
-        return self._exposure_s
 
     def _intensity(self) -> torch.Tensor:
         """Unbinned detector intensity ``(pad n, pad n)`` in model units, float64."""
