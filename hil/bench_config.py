@@ -210,7 +210,7 @@ def _check_kwargs(cls: type, kwargs: dict[str, Any], where: str, key: str, exclu
     params = {n: v for n, v in _signature_parameters(cls).items() if n not in excluded and n not in ("slm", "system")}
     open_ended = _accepts_anything(cls)
     known = {k: v for k, v in kwargs.items() if k in params}
-    unknown = sorted(set(kwargs) - set(params))
+    unknown = sorted(str(k) for k in set(kwargs) - set(params))
     if unknown and not open_ended:
         dotted = ", ".join(f"'{key}.{k}'" for k in unknown)
         raise ConfigError(f"{where}: unknown key {dotted}; {cls.__name__} accepts: {sorted(params)}")
