@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 app.command("demo")(demo.demo)
 app.add_typer(benchmark.app, name="benchmark")
+app.command("train")(__import__("hil.cli.train", fromlist=["train"]).train)
 app.command("check")(__import__("hil.cli.check", fromlist=["check"]).check)
 
 

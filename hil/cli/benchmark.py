@@ -54,3 +54,46 @@ def classical(
         )
     console.print(table)
     console.print(f"wrote {out}")
+
+
+@app.command("distillation")
+def distillation(
+    out: Path = typer.Option(Path("benchmarks/distillation.json"), help="JSON output (table .md and PNG beside it)."),
+    runs: Path = typer.Option(Path("runs/distill"), help="Training runs (reused when their bundle exists)."),
+    teacher_config: Path = typer.Option(Path("configs/train_teacher.yaml")),
+    student_config: Path = typer.Option(Path("configs/train_student.yaml")),
+    seeds: int = typer.Option(3, min=1, help="Student training seeds (KD and no-KD each)."),
+    teacher_steps: int = typer.Option(None, min=1, help="Override the teacher's step budget."),
+    student_steps: int = typer.Option(None, min=1, help="Override the students' step budget."),
+    test_images: int = typer.Option(16, min=2, help="Test objects per test set."),
+    max_iterations: int = typer.Option(2000, min=50, help="Largest classical RAAR iteration count."),
+    jobs: int = typer.Option(2, min=1, help="Training runs in parallel (one CPU thread each)."),
+) -> None:
+    """Teacher, students with/without a teacher over seeds, ablations and classical RAAR on the same
+    test images and noise draws; writes JSON, a Markdown table and the mask-gradient-norm plot."""
+    import sys
+
+    from hil.benchmark_distillation import DistillationBenchmark, markdown_table, run
+
+    console = Console()
+    cfg = DistillationBenchmark(
+        teacher_config=str(teacher_config),
+        student_config=str(student_config),
+        out_dir=str(runs),
+        seeds=tuple(range(seeds)),
+        teacher_steps=teacher_steps,
+        student_steps=student_steps,
+        test_images=test_images,
+        classical_iterations=tuple(sorted({c for c in (20, 50, 200, max_iterations) if c <= max_iterations})),
+        jobs=jobs,
+    )
+    command = "hil benchmark distillation " + " ".join(sys.argv[3:])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    png = out.with_name(out.stem + "_grad_norm.png")
+    doc = run(cfg, png, log=lambda msg: console.log(msg))
+    doc = {**record(doc.pop("config"), seed=0, command=command), **doc}
+    out.write_text(json.dumps(doc, indent=1, default=float))
+    table = markdown_table(doc, command)
+    out.with_suffix(".md").write_text(table)
+    console.print(table)
+    console.print(f"wrote {out}, {out.with_suffix('.md')}, {png}")

@@ -1,0 +1,163 @@
+"""Model bundle: what deploy and reconstruct read (a folder; nothing in it is ever executed).
+
+Layout::
+
+    bundle.json          format, role, train and system configs, seed, provenance (versions,
+                         git commit), test metrics, SHA-256 of the two tensor files
+    masks.safetensors    mask_rad (L, n, n) float32 radians; slm_gray (L, k*n, k*n) int32, the
+                         gray image slmsuite shows for the configured SLM (students only)
+    decoder.safetensors  the decoder's weights and buffers
+
+Loading parses JSON and safetensors only (no pickle), checks every hash, shape and the gray
+image against the configured SLM, and rejects anything else with :class:`BundleError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from hil.config import ConfigError, from_mapping, to_mapping
+from hil.provenance import record
+from hil.system_config import SystemConfig
+from hil.systems import CodedSystem
+from hil.training import TrainConfig
+
+FORMAT = "hil-model-bundle"
+FORMAT_VERSION = 1
+MANIFEST, MASKS, DECODER = "bundle.json", "masks.safetensors", "decoder.safetensors"
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, corrupt, or does not match its own config or the expected system."""
+
+
+@dataclass
+class Bundle:
+    system: CodedSystem
+    train_config: TrainConfig
+    system_config: SystemConfig
+    mask_rad: torch.Tensor
+    slm_gray: torch.Tensor | None
+    manifest: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def slm_gray_image(system: CodedSystem) -> torch.Tensor:
+    """Gray levels (int32, SLM grid) of the system's masks on its SLM."""
+    if system.slm is None:
+        raise BundleError("only an SLM-constrained (student) system has a gray image")
+    return system.slm.phase_to_gray(system.slm.upsample(system.mask_rad.detach().cpu())).to(torch.int32)
+
+
+def save_bundle(
+    path: str | Path,
+    system: CodedSystem,
+    train_config: TrainConfig,
+    system_config: SystemConfig,
+    metrics: dict[str, Any],
+    **extra: Any,
+) -> Path:
+    """Write ``system`` as a bundle folder at ``path``; ``extra`` goes into the manifest."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {"mask_rad": system.mask_rad.detach().cpu().float().contiguous()}
+    if system.slm is not None:
+        tensors["slm_gray"] = slm_gray_image(system).contiguous()
+    save_file(tensors, path / MASKS, metadata={"format": FORMAT, "role": train_config.role})
+    decoder = {k: v.detach().cpu().contiguous() for k, v in system.decoder.state_dict().items()}
+    save_file(decoder, path / DECODER, metadata={"format": FORMAT, "role": train_config.role})
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "role": train_config.role,
+        "train_config": to_mapping(train_config),
+        "system_config": to_mapping(system_config),
+        "provenance": record(to_mapping(train_config), seed=train_config.seed),
+        "metrics": metrics,
+        "files": {MASKS: _sha256(path / MASKS), DECODER: _sha256(path / DECODER)},
+        **extra,
+    }
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=1, default=float))
+    return path
+
+
+def _load_tensors(path: Path, name: str, expected_sha: str) -> dict[str, torch.Tensor]:
+    file = path / name
+    if not file.is_file():
+        raise BundleError(f"{path}: missing {name}")
+    if _sha256(file) != expected_sha:
+        raise BundleError(f"{file}: SHA-256 does not match bundle.json (corrupt or modified)")
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"{file}: not a readable safetensors file: {exc}") from None
+
+
+def load_bundle(path: str | Path, expect_system: SystemConfig | None = None) -> Bundle:
+    """Read and verify a bundle; ``expect_system`` (the bench's config) must match the bundle's optics and SLM."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{path}: not a model bundle (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{manifest_path}: format is not {FORMAT!r}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{manifest_path}: format_version {manifest.get('format_version')} != {FORMAT_VERSION}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != {MASKS, DECODER}:
+        raise BundleError(f"{manifest_path}: 'files' must list {MASKS} and {DECODER} with their SHA-256")
+    try:
+        train_config = from_mapping(TrainConfig, manifest.get("train_config"), where=f"{manifest_path}:train_config")
+        system_config = from_mapping(
+            SystemConfig, manifest.get("system_config"), where=f"{manifest_path}:system_config"
+        )
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from None
+    if expect_system is not None:
+        for part in ("optics", "slm"):
+            if getattr(expect_system, part) != getattr(system_config, part):
+                raise BundleError(
+                    f"{path}: bundle was made for {part} {to_mapping(getattr(system_config, part))}, "
+                    f"but the system is {to_mapping(getattr(expect_system, part))}"
+                )
+    masks = _load_tensors(path, MASKS, files[MASKS])
+    decoder_state = _load_tensors(path, DECODER, files[DECODER])
+    system = CodedSystem(
+        system_config.geometry(),
+        train_config.masks,
+        train_config.decoder,
+        slm=system_config.slm if train_config.role == "student" else None,
+        seed=train_config.seed,
+    )
+    mask_rad = masks.get("mask_rad")
+    if mask_rad is None or mask_rad.dtype != torch.float32 or mask_rad.shape != system.mask_rad.shape:
+        got = None if mask_rad is None else (tuple(mask_rad.shape), mask_rad.dtype)
+        raise BundleError(f"{path / MASKS}: mask_rad must be float32 {tuple(system.mask_rad.shape)}, got {got}")
+    with torch.no_grad():
+        system.mask_rad.copy_(mask_rad)
+    slm_gray = masks.get("slm_gray")
+    if system.slm is not None:
+        if slm_gray is None or not torch.equal(slm_gray, slm_gray_image(system)):
+            raise BundleError(f"{path / MASKS}: slm_gray is missing or does not match mask_rad on the configured SLM")
+    elif slm_gray is not None:
+        raise BundleError(f"{path / MASKS}: a teacher bundle has no slm_gray")
+    try:
+        system.decoder.load_state_dict(decoder_state, strict=True)
+    except RuntimeError as exc:
+        raise BundleError(f"{path / DECODER}: weights do not match the configured decoder: {exc}") from None
+    return Bundle(system.eval(), train_config, system_config, mask_rad, slm_gray, manifest)

@@ -1,0 +1,57 @@
+"""Train one config, measure it on the test split, and write its model bundle (CLI and benchmark)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from hil.bundle import save_bundle
+from hil.datasets import batch
+from hil.distill_eval import evaluate_system, photons_for_snr, reference_mask
+from hil.training import TrainConfig, TrainResult, train
+
+TEST_SNRS_DB = (10.0, 20.0, 30.0)
+
+
+def train_to_bundle(
+    cfg: TrainConfig,
+    out: Path,
+    resume: bool = True,
+    progress: bool = True,
+    test_images: int = 16,
+    log: Callable[[str], None] = print,
+) -> tuple[TrainResult, Path]:
+    """Train ``cfg`` in ``out``, evaluate at 10/20/30 dB on ``test_images`` test objects, save ``out/bundle``."""
+    result = train(cfg, out, resume=resume, progress=progress)
+    log(
+        f"{cfg.role} seed {cfg.seed}: {result.steps} steps in {result.elapsed_s:.0f} s ({result.stopped}), "
+        f"best val {result.best_val_psnr_db:.2f} dB"
+    )
+    system_cfg = cfg.system_config()
+    system = result.model.system.cpu()
+    phase, _ = batch(cfg.data_spec(system_cfg), "test", test_images, cfg.seed)
+    ref = system_cfg.geometry().operator(reference_mask(system_cfg.geometry(), system_cfg.slm))
+    metrics = {}
+    for snr in TEST_SNRS_DB:
+        photons = photons_for_snr(ref, phase, snr)
+        m = evaluate_system(system, phase, system_cfg.camera, photons, cfg.noise.budget, cfg.seed)
+        metrics[f"snr_{snr:.0f}db"] = {"photons_per_pixel": photons, **m}
+        log(f"test {snr:.0f} dB ({photons:.1f} photons/px): {m['psnr_db']:.2f} dB, SSIM {m['ssim']:.3f}")
+    teacher = result.model.teacher
+    path = save_bundle(
+        out / "bundle",
+        system,
+        cfg,
+        system_cfg,
+        metrics,
+        test_images=test_images,
+        training={
+            "steps": result.steps,
+            "elapsed_s": result.elapsed_s,
+            "stopped": result.stopped,
+            "best_val_psnr_db": result.best_val_psnr_db,
+            "teacher_mask_importance_db": result.model.teacher_importance_db,
+            "teacher_mask_index": None if teacher is None else result.model.teacher_index,
+        },
+    )
+    return result, path

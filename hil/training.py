@@ -1,0 +1,407 @@
+"""Training of teachers and students (with or without a teacher): config, step, loop, checkpoints.
+
+Written to run later under ``torchrun``/DDP unchanged in spirit:
+
+* :func:`loss_terms` is a pure function of (model, batch): the batch carries its own noise seed;
+* batches are a pure function of (seed, step, rank, world), so resuming is exact and ranks shard;
+* the device comes from the config (``device``); only :class:`RunWriter` touches the disk, and
+  it is a no-op on every rank but 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from hil.camera_model import CameraSpec
+from hil.config import from_mapping, load_yaml
+from hil.datasets import DataSpec, PhaseObjectDataset
+from hil.decoders import DecoderConfig
+from hil.distillation import (
+    DistillConfig,
+    FeatureAdapters,
+    build_adapters,
+    cpm_loss,
+    leave_one_out_importance,
+    reconstruction_loss,
+)
+from hil.metrics import phase_psnr
+from hil.provenance import REPO_ROOT
+from hil.system_config import SystemConfig, load_system
+from hil.systems import Budget, CodedSystem, Role, photons_per_frame
+
+LOG_FIELDS = ("step", "elapsed_s", "lr", "total", "recon", "cpm", "feature", "mask_grad_norm", "val_psnr_db")
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Training noise: photons per pixel of the single-snapshot budget, log-uniform per image.
+
+    ``budget`` says how a multi-mask system's frames share it (see :func:`hil.systems.photons_per_frame`).
+    """
+
+    photons_min: float = 3.0
+    photons_max: float = 1000.0
+    budget: Budget = "per_snapshot"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.photons_min <= self.photons_max:
+            raise ValueError(f"need 0 < photons_min <= photons_max, got {self.photons_min}, {self.photons_max}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (``configs/train_*.yaml``).
+
+    Attributes:
+        role: ``teacher`` (``masks`` continuous masks) or ``student`` (one mask through the SLM model).
+        system: path of the physical system config (optics, SLM, camera; its data section is
+            overridden by ``sources``).
+        n: object size overriding the system's ``optics.n`` and ``data.n`` (None: keep it).
+        sources: training object sources (keep the unseen kinds out of it).
+        masks: number of masks (teacher only; a student has one).
+        steps: optimiser steps (the fixed budget); ``time_budget_s`` stops earlier if given.
+        batch_size, lr, mask_lr: Adam with a cosine schedule over ``steps``.
+        val_every, val_images, patience: validation PSNR every ``val_every`` steps on a fixed
+            set; stop after ``patience`` validations without improvement (0: never).
+        checkpoint_every: steps between checkpoints (resume picks up the last one).
+        device: ``cpu``, ``cuda``, ``cuda:1``...; threads: CPU threads (0 = torch's default).
+    """
+
+    role: Role = "student"
+    system: str = "configs/system.yaml"
+    sources: tuple[str, ...] = ("skimage", "lfw")
+    n: int | None = None
+    masks: int = 1
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    distillation: DistillConfig = field(default_factory=DistillConfig)
+    steps: int = 400
+    batch_size: int = 16
+    lr: float = 2e-3
+    mask_lr: float = 2e-2
+    grad_clip: float = 1.0
+    seed: int = 0
+    val_every: int = 50
+    val_images: int = 16
+    patience: int = 0
+    checkpoint_every: int = 50
+    time_budget_s: float | None = None
+    device: str = "cpu"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.role == "student" and self.masks != 1:
+            raise ValueError(f"a student has one mask, got masks={self.masks}")
+        if self.role == "teacher" and self.distillation.teacher:
+            raise ValueError("a teacher cannot have a teacher (distillation.teacher must be empty)")
+        if self.steps < 1 or self.batch_size < 1 or self.val_every < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch_size, val_every and checkpoint_every must be >= 1")
+
+    def system_config(self) -> SystemConfig:
+        """The physical system (a relative ``system`` path is taken from the repository root if absent here)."""
+        path = Path(self.system)
+        if not path.is_absolute() and not path.exists():
+            path = REPO_ROOT / path
+        system = load_system(path)
+        if self.n is None:
+            return system
+        return dataclasses.replace(
+            system, optics=dataclasses.replace(system.optics, n=self.n), data=dataclasses.replace(system.data, n=self.n)
+        )
+
+    def data_spec(self, system: SystemConfig) -> DataSpec:
+        return dataclasses.replace(system.data, sources=self.sources)
+
+
+def load_train_config(path: str | Path, **overrides: object) -> TrainConfig:
+    """Load ``configs/train_*.yaml`` strictly; ``overrides`` replace top-level keys (e.g. seed)."""
+    data = load_yaml(path)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return from_mapping(TrainConfig, data, where=str(path))
+
+
+@dataclass
+class Batch:
+    """Objects, the single-snapshot photon budget per image (B,), and the seed of the noise draw."""
+
+    phase_rad: torch.Tensor
+    amplitude: torch.Tensor | None
+    photons_per_pixel: torch.Tensor
+    noise_seed: int
+
+
+def make_batch(
+    spec: DataSpec, cfg: TrainConfig, step: int, rank: int = 0, world: int = 1, split: str = "train"
+) -> Batch:
+    """Batch ``step`` of the stream: a pure function of (seed, step, rank, world)."""
+    size = cfg.batch_size
+    ds = PhaseObjectDataset(spec, split, (step + 1) * size * world, cfg.seed)
+    start = (step * world + rank) * size
+    items = [ds[i] for i in range(start, start + size)]
+    phase = torch.stack([p for p, _ in items])
+    amplitude = torch.stack([a for _, a in items]) if spec.amplitude_contrast > 0 else None
+    g = torch.Generator().manual_seed(hash((cfg.seed, step, rank)) & 0x7FFFFFFF)
+    lo, hi = math.log(cfg.noise.photons_min), math.log(cfg.noise.photons_max)
+    photons = torch.exp(lo + (hi - lo) * torch.rand(size, generator=g))
+    return Batch(phase, amplitude, photons, noise_seed=int(torch.randint(2**31 - 1, (1,), generator=g)))
+
+
+class TrainModel(nn.Module):
+    """What one run optimises: the coded system, plus (for distillation) a frozen teacher and adapters."""
+
+    def __init__(
+        self,
+        system: CodedSystem,
+        camera: CameraSpec,
+        budget: Budget,
+        kd: DistillConfig,
+        teacher: CodedSystem | None = None,
+        teacher_budget: Budget = "per_snapshot",
+    ) -> None:
+        super().__init__()
+        self.system, self.camera, self.budget, self.kd = system, camera, budget, kd
+        self.teacher_budget = teacher_budget
+        self.adapters: FeatureAdapters | None = None
+        self.teacher_index = 0
+        self.teacher_importance_db: list[float] = []
+        if teacher is not None:
+            self.teacher = teacher.requires_grad_(False).eval()
+        else:
+            self.teacher = None
+
+    def attach_adapters(self, probe: Batch) -> None:
+        """Build the feature adapters and pick the most informative teacher mask on ``probe``."""
+        with torch.no_grad():
+            out, t_out, t_y, t_photons = _forward_pair(self, probe)
+            importance = leave_one_out_importance(self.teacher, t_y, t_photons, probe.phase_rad)
+        self.adapters = build_adapters(out.features, t_out.features).to(probe.phase_rad.device)
+        self.teacher_importance_db = [float(v) for v in importance]
+        self.teacher_index = int(torch.argmax(importance))
+
+
+def _measure(system: CodedSystem, op, batch: Batch, camera: CameraSpec, budget: Budget, offset: int):
+    generator = torch.Generator(device=batch.phase_rad.device).manual_seed(batch.noise_seed + offset)
+    photons = photons_per_frame(batch.photons_per_pixel, system.n_masks, budget)
+    return system.measure(op, batch.phase_rad, batch.amplitude, photons, camera, generator), photons
+
+
+def _forward_pair(model: TrainModel, batch: Batch):
+    op = model.system.operator()
+    y, photons = _measure(model.system, op, batch, model.camera, model.budget, 0)
+    out = model.system(op, y, photons)
+    t_op = model.teacher.operator()
+    t_y, t_photons = _measure(model.teacher, t_op, batch, model.camera, model.teacher_budget, 1)
+    t_out = model.teacher(t_op, t_y, t_photons)
+    return out, t_out, t_y, t_photons
+
+
+def loss_terms(model: TrainModel, batch: Batch) -> dict[str, torch.Tensor]:
+    """Loss terms of one batch (``total`` is what is minimised): a pure function of (model, batch)."""
+    kd = model.kd
+    op = model.system.operator()
+    y, photons = _measure(model.system, op, batch, model.camera, model.budget, 0)
+    out = model.system(op, y, photons)
+    terms = {"recon": reconstruction_loss(out.x, batch.phase_rad, batch.amplitude)}
+    total = kd.recon_weight * terms["recon"]
+    if model.teacher is not None:
+        with torch.no_grad():
+            t_op = model.teacher.operator()
+            t_y, t_photons = _measure(model.teacher, t_op, batch, model.camera, model.teacher_budget, 1)
+            t_out = model.teacher(t_op, t_y, t_photons)
+        terms["cpm"] = cpm_loss(op.masks, t_op.masks, kd.cpm_mode, model.teacher_index)
+        terms["feature"] = model.adapters(out.features, t_out.features)
+        total = total + kd.cpm_weight * terms["cpm"] + kd.feature_weight * terms["feature"]
+    terms["total"] = total
+    return terms
+
+
+@torch.no_grad()
+def validation_psnr(system: CodedSystem, camera: CameraSpec, budget: Budget, val: Batch) -> float:
+    """Mean phase PSNR (dB) of ``system`` on a fixed validation batch with a fixed noise draw."""
+    system.eval()
+    op = system.operator()
+    y, photons = _measure(system, op, val, camera, budget, 0)
+    psnr = float(phase_psnr(system(op, y, photons).phase_rad, val.phase_rad).mean())
+    system.train()
+    return psnr
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or no process group): the one process that writes files."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class RunWriter:
+    """All disk output of a run (CSV log, checkpoints); does nothing when ``enabled`` is False."""
+
+    def __init__(self, out_dir: Path, enabled: bool = True) -> None:
+        self.out_dir, self.enabled = Path(out_dir), enabled
+        self.log_path = self.out_dir / "log.csv"
+        self.checkpoint_path = self.out_dir / "checkpoint.pt"
+        if enabled:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def load_checkpoint(self, device: str) -> dict | None:
+        if not self.checkpoint_path.is_file():
+            return None
+        return torch.load(self.checkpoint_path, map_location=device, weights_only=True)
+
+    def save_checkpoint(self, state: dict) -> None:
+        if self.enabled:
+            tmp = self.checkpoint_path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            tmp.replace(self.checkpoint_path)
+
+    def start_log(self, resume_step: int) -> None:
+        """Create the CSV log, or keep its rows up to ``resume_step`` when resuming."""
+        if not self.enabled:
+            return
+        rows = []
+        if resume_step > 0 and self.log_path.is_file():
+            with self.log_path.open() as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+        with self.log_path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def log(self, row: dict) -> None:
+        if self.enabled:
+            with self.log_path.open("a", newline="") as fh:
+                csv.DictWriter(fh, LOG_FIELDS).writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+
+@dataclass
+class TrainResult:
+    model: TrainModel
+    steps: int
+    elapsed_s: float
+    best_val_psnr_db: float
+    stopped: str
+
+
+def build_model(cfg: TrainConfig, system_cfg: SystemConfig, teacher: CodedSystem | None = None) -> TrainModel:
+    """The coded system of ``cfg`` (student: through the SLM model), wrapped with its teacher if any."""
+    geometry = system_cfg.geometry()
+    system = CodedSystem(
+        geometry,
+        cfg.masks,
+        cfg.decoder,
+        slm=system_cfg.slm if cfg.role == "student" else None,
+        seed=cfg.seed,
+    )
+    teacher_budget = "per_snapshot"
+    if cfg.distillation.teacher:
+        from hil.bundle import load_bundle
+
+        loaded = load_bundle(cfg.distillation.teacher)
+        teacher = loaded.system
+        teacher_budget = loaded.train_config.noise.budget
+    return TrainModel(system, system_cfg.camera, cfg.noise.budget, cfg.distillation, teacher, teacher_budget)
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: Path,
+    resume: bool = True,
+    progress: bool = True,
+    teacher: CodedSystem | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> TrainResult:
+    """Train ``cfg`` into ``out_dir`` (log.csv, checkpoint.pt); returns the best-validation model.
+
+    ``teacher`` (an in-memory teacher) overrides ``cfg.distillation.teacher`` (a bundle path).
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    system_cfg = cfg.system_config()
+    spec = cfg.data_spec(system_cfg)
+    model = build_model(cfg, system_cfg, teacher).to(device)
+    val = make_batch(spec, dataclasses.replace(cfg, batch_size=cfg.val_images), 0, split="val")
+    val.photons_per_pixel = torch.logspace(0.7, 2.7, cfg.val_images)  # 5 .. 500 photons per pixel
+    if model.teacher is not None:
+        model.attach_adapters(val)
+    mask_params = [model.system.mask_rad]
+    other = [p for n, p in model.named_parameters() if n != "system.mask_rad" and p.requires_grad]
+    optimizer = torch.optim.Adam([{"params": mask_params, "lr": cfg.mask_lr}, {"params": other, "lr": cfg.lr}])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
+    )
+    writer = RunWriter(out_dir, enabled=is_main_process())
+    state = writer.load_checkpoint(cfg.device) if resume else None
+    start, elapsed0, best, best_state, stale = 0, 0.0, -math.inf, None, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, elapsed0, best, stale = state["step"], state["elapsed_s"], state["best_val_psnr_db"], state["stale"]
+        best_state = state["best_model"]
+    writer.start_log(start)
+    clock = time.perf_counter()
+    stopped = "steps"
+    step = start
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc=cfg.role)
+    for step in bar:
+        elapsed = elapsed0 + time.perf_counter() - clock
+        if cfg.time_budget_s is not None and elapsed > cfg.time_budget_s:
+            stopped = "time_budget"
+            break
+        batch = make_batch(spec, cfg, step, rank, world)
+        terms = loss_terms(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        mask_grad = float(model.system.mask_rad.grad.norm())
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        row = {k: float(v.detach()) for k, v in terms.items()} | {
+            "step": step + 1,
+            "elapsed_s": round(elapsed, 2),
+            "lr": scheduler.get_last_lr()[1],
+            "mask_grad_norm": mask_grad,
+        }
+        done = step + 1
+        if done % cfg.val_every == 0 or done == cfg.steps:
+            row["val_psnr_db"] = validation_psnr(model.system, model.camera, model.budget, val)
+            if row["val_psnr_db"] > best:
+                best, stale = row["val_psnr_db"], 0
+                best_state = {k: v.detach().clone() for k, v in model.system.state_dict().items()}
+            else:
+                stale += 1
+            bar.set_postfix(loss=f"{row['total']:.4f}", val_db=f"{row['val_psnr_db']:.2f}")
+        writer.log(row)
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            writer.save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": done,
+                    "elapsed_s": elapsed0 + time.perf_counter() - clock,
+                    "best_val_psnr_db": best,
+                    "best_model": best_state,
+                    "stale": stale,
+                }
+            )
+        if cfg.patience and stale >= cfg.patience:
+            stopped = "early_stop"
+            step = done
+            break
+    else:
+        step = cfg.steps
+    if best_state is not None:
+        model.system.load_state_dict(best_state)
+    return TrainResult(model, step, elapsed0 + time.perf_counter() - clock, best, stopped)

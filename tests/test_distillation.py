@@ -1,0 +1,76 @@
+"""Distillation losses: global-phase insensitivity, zero when student equals teacher, CPM criteria."""
+
+import math
+
+import pytest
+import torch
+
+from hil.decoders import DecoderConfig
+from hil.distillation import (
+    FeatureAdapters,
+    build_adapters,
+    cpm_loss,
+    gram_loss,
+    leave_one_out_importance,
+    mask_overlap_loss,
+    reconstruction_loss,
+)
+from hil.optics import CDPGeometry, phase_to_field
+from hil.systems import CodedSystem
+
+N = 16
+
+
+def _masks(count: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return phase_to_field(torch.rand((count, N, N), generator=g) * 2 * math.pi)
+
+
+def test_reconstruction_loss_ignores_global_phase_and_equals_mse():
+    phase = torch.rand((2, N, N), generator=torch.Generator().manual_seed(0)) * math.pi
+    assert float(reconstruction_loss(phase_to_field(phase + 1.234), phase)) < 1e-10
+    bumped = phase.clone()
+    bumped[:, : N // 2] += 0.1  # half the pixels off by 0.1 rad: after the offset, error ±0.05
+    loss = float(reconstruction_loss(phase_to_field(bumped), phase))
+    assert loss == pytest.approx(0.05**2 / math.pi**2, rel=1e-3)
+
+
+def test_cpm_losses_zero_when_student_equals_teacher():
+    teacher = _masks(4)
+    for index in range(4):
+        student = teacher[index : index + 1] * complex(math.cos(0.7), math.sin(0.7))  # global phase only
+        assert float(cpm_loss(student, teacher, "informative", index)) < 1e-6
+    same = teacher[:1].expand(4, -1, -1)
+    assert float(gram_loss(teacher[:1], same)) < 1e-12
+    assert float(cpm_loss(teacher[:1], teacher, "none", 0)) == 0.0
+
+
+def test_cpm_losses_separate_unlike_masks():
+    random = _masks(1, seed=1)
+    smooth = phase_to_field(torch.linspace(0, 1, N).view(1, 1, N).expand(1, N, N))  # a gentle ramp
+    assert float(mask_overlap_loss(random[0], _masks(1, seed=2)[0])) > 0.8
+    assert float(gram_loss(random, smooth)) > 10 * float(gram_loss(random, _masks(4, seed=3)))
+
+
+def test_feature_loss_zero_for_equal_features_and_adapts_widths():
+    f = {"stage0": torch.randn(2, 8, N, N), "stage1": torch.randn(2, 8, N, N)}
+    same = build_adapters(f, f)
+    assert len(same.adapters) == 0
+    assert float(same(f, f)) == 0.0
+    wide = {f"stage{k}": torch.randn(2, 12, N, N) for k in range(4)}
+    adapters = build_adapters(f, wide)
+    assert isinstance(adapters, FeatureAdapters)
+    assert adapters.pairs == [("stage0", "stage1"), ("stage1", "stage3")]
+    assert set(adapters.adapters) == {"stage0", "stage1"}
+    loss = adapters(f, wide)
+    loss.backward()
+    assert adapters.adapters["stage0"].weight.grad is not None
+
+
+def test_leave_one_out_importance_per_mask():
+    teacher = CodedSystem(CDPGeometry(N), 3, DecoderConfig(stages=2, channels=4, refine_steps=1), seed=0).eval()
+    phase = torch.rand((2, N, N), generator=torch.Generator().manual_seed(0)) * math.pi
+    op = teacher.operator()
+    y = op.normalise_intensities(op.A(phase_to_field(phase)))
+    drops = leave_one_out_importance(teacher, y, None, phase)
+    assert drops.shape == (3,) and torch.isfinite(drops).all()

@@ -1,0 +1,110 @@
+"""Training: configs, a tiny teacher -> student run whose every loss decreases, exact resume."""
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+import hil.training as training
+from hil.config import ConfigError
+from hil.decoders import DecoderConfig
+from hil.distillation import DistillConfig
+from hil.training import TrainConfig, build_model, load_train_config, loss_terms, make_batch, train
+
+CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("configs/train_*.yaml"))
+TINY = dict(n=16, steps=6, batch_size=4, val_images=4, val_every=3, checkpoint_every=3, threads=1)
+
+
+def _teacher_cfg() -> TrainConfig:
+    return TrainConfig(role="teacher", masks=2, decoder=DecoderConfig(stages=3, channels=8, refine_steps=1), **TINY)
+
+
+def _student_cfg(**kd) -> TrainConfig:
+    return TrainConfig(
+        role="student",
+        decoder=DecoderConfig(stages=2, channels=4, refine_steps=1),
+        distillation=DistillConfig(cpm_weight=0.5, feature_weight=0.5, **kd),
+        **TINY,
+    )
+
+
+def test_configs_load_strictly(tmp_path):
+    assert {p.name for p in CONFIGS} >= {"train_teacher.yaml", "train_student.yaml", "train_student_nokd.yaml"}
+    roles = {p.name: load_train_config(p).role for p in CONFIGS}
+    assert roles["train_teacher.yaml"] == "teacher" and roles["train_student.yaml"] == "student"
+    assert load_train_config(CONFIGS[0], seed=7).seed == 7
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("role: student\nstepz: 3\n")
+    with pytest.raises(ConfigError, match="stepz"):
+        load_train_config(bad)
+    with pytest.raises(ConfigError, match="one mask"):
+        training.from_mapping(TrainConfig, {"role": "student", "masks": 2})
+
+
+def test_batches_are_a_pure_function_of_seed_and_step():
+    cfg = _student_cfg()
+    spec = cfg.data_spec(cfg.system_config())
+    a, b, c = make_batch(spec, cfg, 2), make_batch(spec, cfg, 2), make_batch(spec, cfg, 3)
+    assert torch.equal(a.phase_rad, b.phase_rad) and a.noise_seed == b.noise_seed
+    assert not torch.equal(a.phase_rad, c.phase_rad)
+    assert a.phase_rad.shape == (4, 16, 16) and a.photons_per_pixel.min() >= cfg.noise.photons_min
+
+
+def test_tiny_teacher_to_student_run_decreases_every_loss(tmp_path):
+    teacher = train(_teacher_cfg(), tmp_path / "teacher", progress=False).model.system
+    cfg = _student_cfg()
+    system_cfg = cfg.system_config()
+    model = build_model(cfg, system_cfg, teacher=teacher)
+    spec = cfg.data_spec(system_cfg)
+    fixed = make_batch(spec, cfg, 0)
+    model.attach_adapters(fixed)
+    assert len(model.teacher_importance_db) == 2 and model.teacher_index in (0, 1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert not any(p is q for p in params for q in teacher.parameters())
+    others = [p for p in params if p is not model.system.mask_rad]
+    optimizer = torch.optim.Adam([{"params": [model.system.mask_rad], "lr": 5e-2}, {"params": others, "lr": 1e-2}])
+    history = []
+    for _ in range(30):
+        terms = loss_terms(model, fixed)
+        optimizer.zero_grad()
+        terms["total"].backward()
+        optimizer.step()
+        history.append({k: float(v.detach()) for k, v in terms.items()})
+    assert set(history[0]) == {"recon", "cpm", "feature", "total"}
+    for key in history[0]:
+        assert history[-1][key] < 0.9 * history[0][key], key
+
+
+def test_resume_is_exact_and_log_has_each_step_once(tmp_path, monkeypatch):
+    cfg = _student_cfg(teacher="")
+    straight = train(cfg, tmp_path / "a", progress=False)
+    calls = {"n": 0}
+    real = training.loss_terms
+
+    def interrupted(model, batch):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return real(model, batch)
+
+    monkeypatch.setattr(training, "loss_terms", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(training, "loss_terms", real)
+    resumed = train(cfg, tmp_path / "b", progress=False)
+    assert resumed.steps == straight.steps == 6
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with (tmp_path / "b" / "log.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(float(r["mask_grad_norm"]) > 0 for r in rows)
+    assert rows[2]["val_psnr_db"] and rows[5]["val_psnr_db"]
+
+
+def test_time_budget_stops_early(tmp_path):
+    cfg = dataclasses.replace(_student_cfg(teacher=""), time_budget_s=0.0)
+    result = train(cfg, tmp_path, progress=False)
+    assert result.stopped == "time_budget" and result.steps == 0
