@@ -102,3 +102,17 @@ def run(cfg: ClassicalBenchmark, progress=print) -> list[dict]:
                     init,
                 )
     return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Pivot: one line per (method, masks, iterations), phase PSNR (dB) per SNR, time per frame at 20 dB."""
+    snrs = sorted({r["snr_db"] for r in rows}, key=lambda s: math.inf if s is None else s)
+    keys = list(dict.fromkeys((r["method"], r["masks"], r["iterations"]) for r in rows))
+    cell = {(r["method"], r["masks"], r["iterations"], r["snr_db"]): r for r in rows}
+    head = ["method", "L", "iterations"] + [("noiseless" if s is None else f"{s:g} dB") for s in snrs] + ["ms/frame"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in keys:
+        values = [f"{cell[(*key, s)]['psnr_db']:.1f}" if (*key, s) in cell else "" for s in snrs]
+        timing = cell.get((*key, 20.0)) or cell[(*key, snrs[0])]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(values) + f" | {timing['ms_per_frame']:.1f} |")
+    return "\n".join(lines) + "\n"

@@ -24,7 +24,7 @@ def classical(
     """Classical solvers' quality versus iterations at 10/20/30 dB and noiseless, L = 1 and 4."""
     from dataclasses import asdict
 
-    from hil.benchmark_classical import ClassicalBenchmark, run
+    from hil.benchmark_classical import ClassicalBenchmark, markdown_table, run
 
     console = Console()
     checkpoints = tuple(sorted({c for c in (20, 50, 200, max_iterations) if c <= max_iterations}))
@@ -53,7 +53,8 @@ def classical(
             f"{r['ms_per_frame']:.1f}",
         )
     console.print(table)
-    console.print(f"wrote {out}")
+    out.with_suffix(".md").write_text(markdown_table(rows))
+    console.print(f"wrote {out} and {out.with_suffix('.md')}")
 
 
 @app.command("distillation")
