@@ -29,7 +29,7 @@ def check(
     if dry_run:
         table = Table(title=f"plan for {config} (dry run: no device touched)")
         for col in ("device", "driver", "class", "port / kwargs"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         sections = {"slm": spec.slm, "camera": spec.camera, **{f"serial.{k}": v for k, v in spec.serial.items()}}
         for name, device in sections.items():
             port = spec.config.serial[device.name].port + " " if name.startswith("serial.") else ""
@@ -47,7 +47,7 @@ def check(
         raise typer.Exit(1) from None
     table = Table(title=f"bench {config}")
     for col in ("device", "driver", "identity", "status"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(row["device"], row["driver"], row["identity"], row["status"])
     console.print(table)
