@@ -41,7 +41,8 @@ class SLMController:
     """Shows ``(n, n)`` masks (radians) on an ROI of ``slm`` with ``macro_pixel`` x ``macro_pixel`` pixels each.
 
     Works with any slmsuite SLM (hardware or simulated). ``settle`` waits the SLM's
-    ``settle_time_s`` after each mask, so the next frame sees the new pattern.
+    ``settle_time_s`` after each mask, so the next frame sees the new pattern; ``phase_correct``
+    adds the SLM's stored wavefront correction (slmsuite ``source["phase"]``) to masks.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class SLMController:
         roi_offset_px: tuple[int, int] = (0, 0),
         settle: bool = True,
         mask_bitdepth: int | None = None,
+        phase_correct: bool = False,
     ) -> None:
         if macro_pixel < 1:
             raise LimitError(f"macro_pixel must be >= 1, got {macro_pixel}")
@@ -64,6 +66,7 @@ class SLMController:
         self.mask_shape = (int(mask_shape[0]), int(mask_shape[1]))
         self.macro_pixel = int(macro_pixel)
         self.settle = settle
+        self.phase_correct = phase_correct
         roi_shape = (self.mask_shape[0] * self.macro_pixel, self.mask_shape[1] * self.macro_pixel)
         self.roi = roi_slices(tuple(slm.shape), roi_shape, roi_offset_px)
 
@@ -85,7 +88,7 @@ class SLMController:
             raise ValueError("mask phase must be finite")
         full = np.zeros(self.slm.shape, dtype=np.float64)
         full[self.roi] = self.upsample(phase)
-        self.slm.set_phase(full, phase_correct=False, settle=self.settle)
+        self.slm.set_phase(full, phase_correct=self.phase_correct, settle=self.settle)
 
     def blank(self) -> None:
         """Flat (zero-phase) pattern on the whole SLM, no wavefront correction, no settle wait."""

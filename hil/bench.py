@@ -108,6 +108,7 @@ class Bench:
             config.slm.roi_offset_px,
             settle=config.slm.settle,
             mask_bitdepth=spec.system.slm.bitdepth,
+            phase_correct=config.slm.phase_correct,
         )
         self.slm.blank()
         self.camera = self._construct(spec.camera, slm=slm, **common)

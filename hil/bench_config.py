@@ -51,7 +51,8 @@ def _check_driver(driver: str) -> None:
 
 @dataclass(frozen=True)
 class SLMSection:
-    """The SLM: driver, constructor kwargs, ROI placement, expected panel, settle behaviour.
+    """The SLM: driver, constructor kwargs, ROI placement, expected panel, settle behaviour, and
+    whether masks get the SLM's stored wavefront correction (``phase_correct``).
 
     ``shape_px`` (height, width) and ``bitdepth``, when given, are what the panel must report
     (checked on connecting); ``shape_px`` also lets the ROI be checked at load time.
@@ -61,6 +62,7 @@ class SLMSection:
     kwargs: dict[str, Any] = field(default_factory=dict)
     roi_offset_px: tuple[int, int] = (0, 0)
     settle: bool = True
+    phase_correct: bool = False
     shape_px: tuple[int, int] | None = None
     bitdepth: int | None = None
 

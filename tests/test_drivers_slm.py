@@ -45,3 +45,14 @@ def test_mask_bit_depth_and_settle():
     start = time.perf_counter()
     controller.show(np.zeros((8, 8)))
     assert time.perf_counter() - start >= 0.05
+
+
+def test_wavefront_correction_is_added_only_when_asked():
+    slm = SimulatedSLM((8, 8), bitdepth=8)
+    slm.source["phase"] = np.full(slm.shape, 2 * np.pi * 64 / 256)  # a quarter wave, on a gray level
+    plain = SLMController(slm, (4, 4), settle=False)
+    plain.show(np.zeros((4, 4)))
+    assert np.allclose(plain.realised_phase(), 0, atol=1e-6)
+    corrected = SLMController(slm, (4, 4), settle=False, phase_correct=True)
+    corrected.show(np.zeros((4, 4)))
+    assert np.allclose(corrected.realised_phase(), np.pi / 2, atol=1e-5)
