@@ -135,12 +135,14 @@ class CameraModel:
         self,
         y: torch.Tensor,
         generator: torch.Generator | None = None,
-        photons_per_pixel: float | None = None,
+        photons_per_pixel: float | torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Differentiable stand-in for :meth:`expose` followed by :meth:`to_photons` (in photons).
 
         Gaussian noise with the Poisson + read variance, reparameterised so gradients reach ``y``
-        (and through it the masks); no quantisation or clipping.
+        (and through it the masks); no quantisation or clipping. ``noise`` (standard normal, shape
+        of ``y``) replaces the draw from ``generator``, so callers can fix each image's noise.
         """
         budget = self.spec.photons_per_pixel if photons_per_pixel is None else photons_per_pixel
         if budget is None:
@@ -148,7 +150,10 @@ class CameraModel:
         photons = scale_to_photons(y, budget)
         qe = self.spec.quantum_efficiency
         variance = photons / qe + (self.spec.read_noise_e / qe) ** 2
-        noise = torch.randn(photons.shape, generator=generator, dtype=photons.dtype, device=photons.device)
+        if noise is None:
+            noise = torch.randn(photons.shape, generator=generator, dtype=photons.dtype, device=photons.device)
+        elif noise.shape != photons.shape:
+            raise ValueError(f"noise must have the intensities' shape {tuple(photons.shape)}, got {tuple(noise.shape)}")
         return bin_pixels(photons + variance.clamp_min(0).sqrt() * noise, self.spec.binning)
 
 

@@ -58,3 +58,12 @@ def test_photons_to_snr_on_cdps(photons, expected_db):
 def test_spec_validation_names_the_field():
     with pytest.raises(ValueError, match="CameraSpec.quantum_efficiency"):
         CameraSpec(quantum_efficiency=1.5)
+
+
+def test_surrogate_uses_given_noise_and_checks_its_shape():
+    y = torch.full((2, 1, 4, 4), 1.0, dtype=torch.float64)
+    cam = CameraModel(CameraSpec(photons_per_pixel=9.0))
+    noise = torch.ones_like(y)
+    torch.testing.assert_close(cam.surrogate(y, noise=noise), torch.full_like(y, 12.0))  # 9 + sqrt(9) * 1
+    with pytest.raises(ValueError, match=r"noise must have the intensities' shape \(2, 1, 4, 4\)"):
+        cam.surrogate(y, noise=noise[:1])
