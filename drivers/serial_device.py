@@ -67,7 +67,8 @@ class SerialLineDevice:
         return self._serial is not None and self._serial.is_open
 
     def open(self) -> None:
-        """Open the port (a ``DeviceDisconnected`` if it cannot be opened)."""
+        """Open the port (a ``DeviceDisconnected`` if it cannot be opened); reopens if open."""
+        self.close()
         register_url_schemes()
         try:
             self._serial = serial.serial_for_url(
@@ -102,7 +103,8 @@ class SerialLineDevice:
         state-changing commands raise at once, saying their effect is unknown.
         """
         attempts = 1 + (self.retries if idempotent else 0)
-        for attempt in range(attempts):
+        failures = 0
+        while True:
             try:
                 return self._exchange(command)
             except (DeviceTimeout, DeviceDisconnected) as exc:
@@ -110,13 +112,13 @@ class SerialLineDevice:
                     raise type(exc)(
                         f"{exc}; '{command}' changes state and was not resent: query the device's status"
                     ) from exc
-                if attempt + 1 == attempts:
+                failures += 1
+                if failures == attempts:
                     raise type(exc)(f"{exc} (gave up after {attempts} attempts)") from exc
-                delay = self.backoff_s * 2**attempt
+                delay = self.backoff_s * 2 ** (failures - 1)
                 log.warning("%s: %s; retrying '%s' in %.2f s", self.label, exc, command, delay)
                 time.sleep(delay)
                 self._reopen()
-        raise AssertionError("unreachable")
 
     def _reopen(self) -> None:
         self.close()

@@ -100,16 +100,20 @@ class Bench:
             accessory.open()
             accessory.safe()
         slm = self._construct(spec.slm, **common)
-        self._check_slm(slm)
-        self.slm = SLMController(
-            slm,
-            (spec.system.optics.n, spec.system.optics.n),
-            spec.system.slm.macro_pixel,
-            config.slm.roi_offset_px,
-            settle=config.slm.settle,
-            mask_bitdepth=spec.system.slm.bitdepth,
-            phase_correct=config.slm.phase_correct,
-        )
+        try:
+            self._check_slm(slm)
+            self.slm = SLMController(
+                slm,
+                (spec.system.optics.n, spec.system.optics.n),
+                spec.system.slm.macro_pixel,
+                config.slm.roi_offset_px,
+                settle=config.slm.settle,
+                mask_bitdepth=spec.system.slm.bitdepth,
+                phase_correct=config.slm.phase_correct,
+            )
+        except BaseException:
+            slm.close()
+            raise
         self.slm.blank()
         self.camera = self._construct(spec.camera, slm=slm, **common)
         self.set_exposure(config.camera.exposure_s)

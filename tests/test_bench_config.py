@@ -12,6 +12,7 @@ from hil.bench_config import load_bench
 from hil.config import ConfigError
 
 
+@pytest.mark.filterwarnings("ignore:pyglet not installed")
 def test_shipped_configs_load_without_touching_devices():
     spec = load_bench(REPO / "configs" / "bench_sim.yaml")
     assert spec.slm.cls.__name__ == "SimulatedBenchSLM" and spec.camera.cls.__name__ == "SimulatedBenchCamera"

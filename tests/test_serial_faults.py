@@ -20,7 +20,7 @@ def test_silent_device_raises_a_clear_timeout_after_bounded_retries(fresh_sim_de
     start = time.perf_counter()
     with pytest.raises(DeviceTimeout, match=r"no reply to 'STATUS\?' within 0.1 s \(gave up after 3 attempts\)"):
         device.status()
-    assert 0.3 <= time.perf_counter() - start < 1.0  # three reads of 0.1 s plus 0.01 + 0.02 s backoff
+    assert 0.3 <= time.perf_counter() - start < 1.5  # three reads of 0.1 s plus 0.01 + 0.02 s backoff
     assert simulated_device("sim-shutter://").firmware.mute_next == 7
 
 
@@ -34,7 +34,7 @@ def test_state_change_is_never_resent(fresh_sim_devices):  # noqa: F811
     with TriggerBox("sim-trigger://", timeout_s=0.1, retries=3) as trigger:
         trigger.arm()
         firmware = simulated_device("sim-trigger://").firmware
-        firmware.mute_next = 1  # the FIRE is executed? no: a muted command is lost before the firmware acts
+        firmware.mute_next = 1  # the command is lost before the firmware acts on it
         with pytest.raises(DeviceTimeout, match=r"'FIRE' changes state and was not resent: query the device's status"):
             trigger.fire()
         assert firmware.executed.count("FIRE") == 0
@@ -74,7 +74,7 @@ def test_pty_unplug_mid_query_is_reported(tmp_path):
         start = time.perf_counter()
         with pytest.raises(DeviceDisconnected, match="device disconnected during 'ARMED\\?'"):
             device.query("ARMED?", idempotent=True)
-        assert time.perf_counter() - start < 1.0  # reported at once, not after the 2 s timeout
+        assert time.perf_counter() - start < 1.5  # reported at once, not after the 2 s timeout
         device.close()
     finally:
         server.close()
