@@ -25,12 +25,41 @@ import torch
 from torch import nn
 
 from hil.optics import CDPOperator
-from hil.solvers.alternating import modulus_projection
 from hil.solvers.constraints import ObjectConstraint
 
 DecoderKind = Literal["unrolled", "unet"]
 LOG_PHOTONS_CAP = 5.0  # log10 photons per pixel fed to the network for noiseless data
 LOG_PHOTONS_REF = 2.0  # centre of the photon-level conditioning (100 photons per pixel)
+WARM_BETA = 0.9  # relaxation of the plain RAAR warm-start iterations
+SOFT_EPS = 1e-2  # smoothing of |z| and of the phase's gradient near zeros, relative to the rms amplitude
+
+
+class _SafeAngle(torch.autograd.Function):
+    """``torch.angle`` whose gradient ``1j x / (|x|² + eps²)`` stays bounded near zeros of ``x``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, eps)
+        return torch.angle(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, eps = ctx.saved_tensors
+        return grad * x / (x.abs().square() + eps.square()) * 1j, None
+
+
+def safe_angle(x: torch.Tensor) -> torch.Tensor:
+    """Phase of complex objects ``(B, n, n)``; gradient bounded at pixels far below the rms amplitude."""
+    rms = x.detach().abs().square().mean(dim=(-2, -1), keepdim=True).sqrt()
+    return _SafeAngle.apply(x, SOFT_EPS * rms.clamp_min(1e-12))
+
+
+def soft_modulus_projection(z: torch.Tensor, sqrt_y: torch.Tensor) -> torch.Tensor:
+    """``sqrt_y * z / sqrt(|z|² + eps²)``: the measurement projection with its gradient kept finite
+    at dark speckles (``eps`` = ``SOFT_EPS`` x the rms of ``|z|`` per image and frame)."""
+    power = z.abs().square()
+    eps2 = (SOFT_EPS**2) * power.detach().mean(dim=(-2, -1), keepdim=True).clamp_min(1e-24)
+    return sqrt_y * z * torch.rsqrt(power + eps2)
 
 
 @dataclass(frozen=True)
@@ -43,6 +72,8 @@ class DecoderConfig:
         channels: CNN width (U-Net: width of the first level).
         hidden_layers: channels x channels 3x3 convolutions per stage CNN (U-Net: ignored).
         refine_steps: final gated data-consistency steps (unrolled only).
+        warm_iterations: plain RAAR iterations (beta 0.9, range projection, no CNN) before the learned
+            stages: a cheap classical warm start (unrolled only), not backpropagated through.
         start_seed: seed of the fixed random start phase, as classical RAAR uses.
     """
 
@@ -51,10 +82,11 @@ class DecoderConfig:
     channels: int = 16
     hidden_layers: int = 1
     refine_steps: int = 3
+    warm_iterations: int = 0
     start_seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.stages < 1 or self.channels < 1 or self.hidden_layers < 0 or self.refine_steps < 0:
+        if self.stages < 1 or self.channels < 1 or min(self.hidden_layers, self.refine_steps, self.warm_iterations) < 0:
             raise ValueError(f"DecoderConfig needs stages, channels >= 1 and layers, refine_steps >= 0: {self}")
 
 
@@ -94,7 +126,7 @@ class ProxCNN(nn.Module):
 
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Correction ``(B, out, n, n)`` and the last hidden features ``(B, C, n, n)``."""
-        phase = torch.angle(x)
+        phase = safe_angle(x)
         level_map = level.view(-1, 1, 1).expand_as(phase)
         inp = torch.stack((torch.cos(phase), torch.sin(phase), x.abs(), level_map), dim=1)
         hidden = self.body(inp)
@@ -129,10 +161,15 @@ class UnrolledDecoder(nn.Module):
         start = torch.rand((n, n), generator=torch.Generator().manual_seed(cfg.start_seed)) * (hi - lo) + lo
         self.register_buffer("start_phase", start)
 
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """The constraint's projection (unit modulus, range) with :func:`safe_angle`."""
+        magnitude = torch.ones_like(x.real) if self.constraint.unit_modulus else x.abs()
+        return torch.polar(magnitude, self.constraint.clip_phase(safe_angle(x)))
+
     def _prox(self, k: int, x: torch.Tensor, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         delta, hidden = self.prox[k](x, level)
         gate = self.residual_gate(k, level)
-        phase = self.constraint.clip_phase(torch.angle(x) + gate * delta[:, 0])
+        phase = self.constraint.clip_phase(safe_angle(x) + gate * delta[:, 0])
         if self.constraint.unit_modulus:
             magnitude = torch.ones_like(phase)
         else:
@@ -148,19 +185,28 @@ class UnrolledDecoder(nn.Module):
         sqrt_y = torch.sqrt(y.clamp_min(0)).to(op.masks.dtype)
         x0 = torch.polar(torch.ones_like(self.start_phase), self.start_phase).expand(batch, -1, -1)
         z = op.A_linear(x0)
+        for _ in range(self.cfg.warm_iterations):
+            pm = soft_modulus_projection(z, sqrt_y)
+            z = (
+                WARM_BETA * z
+                + (1 - 2 * WARM_BETA) * pm
+                + WARM_BETA * op.A_linear(self._project(op.pseudo_inverse(2 * pm - z)))
+            )
+        if self.cfg.warm_iterations:
+            z = z.detach()  # truncated backpropagation: gradients through many RAAR steps explode
         features = {}
         for k in range(self.cfg.stages):
             beta = torch.sigmoid(self.beta_logit[k])
-            pm = modulus_projection(z, sqrt_y)
+            pm = soft_modulus_projection(z, sqrt_y)
             x, features[f"stage{k}"] = self._prox(k, op.pseudo_inverse(2 * pm - z), level)
             z = beta * z + (1 - 2 * beta) * pm + beta * op.A_linear(x)
-        x = self.constraint.project(op.pseudo_inverse(modulus_projection(z, sqrt_y)))
+        x = self._project(op.pseudo_inverse(soft_modulus_projection(z, sqrt_y)))
         for t in range(self.cfg.refine_steps):
-            fitted = self.constraint.project(op.pseudo_inverse(modulus_projection(op.A_linear(x), sqrt_y)))
+            fitted = self._project(op.pseudo_inverse(soft_modulus_projection(op.A_linear(x), sqrt_y)))
             w = self.refine_gate(t, level)
-            step = torch.angle(fitted * x.conj())
+            step = safe_angle(fitted * x.conj())
             magnitude = x.abs() + w * (fitted.abs() - x.abs())
-            x = self.constraint.project(torch.polar(magnitude, torch.angle(x) + w * step))
+            x = self._project(torch.polar(magnitude, safe_angle(x) + w * step))
         return DecoderOutput(x=x, features=features)
 
 

@@ -82,9 +82,12 @@ def mask_autocorrelation(masks: torch.Tensor, lag_px: int = GRAM_LAG_PX) -> torc
 
 
 def gram_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Squared distance between the student's mask autocorrelation and the teacher masks' mean one."""
+    """Mean squared distance between the student's mask autocorrelation and the teacher masks' mean one,
+    in units of an i.i.d. random mask's fluctuation (its autocorrelation at a nonzero lag has variance
+    1 / pixels), so the term is O(1) whatever the mask size."""
     target = mask_autocorrelation(teacher).mean(dim=0)
-    return (mask_autocorrelation(student).mean(dim=0) - target).abs().square().mean()
+    pixels = (student.shape[-2] - 2 * GRAM_LAG_PX) * (student.shape[-1] - 2 * GRAM_LAG_PX)
+    return (mask_autocorrelation(student).mean(dim=0) - target).abs().square().mean() * pixels
 
 
 def cpm_loss(student: torch.Tensor, teacher: torch.Tensor, mode: CPMMode, teacher_index: int) -> torch.Tensor:

@@ -364,7 +364,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         mask_grad = float(model.system.mask_rad.grad.norm())
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+        for group in optimizer.param_groups:  # separately, so a mask-gradient spike cannot starve the decoder
+            torch.nn.utils.clip_grad_norm_(group["params"], cfg.grad_clip)
         optimizer.step()
         scheduler.step()
         row = {k: float(v.detach()) for k, v in terms.items()} | {
