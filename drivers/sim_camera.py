@@ -11,7 +11,10 @@ units (``|field|^2``). Frames then go through the sensor of the system config's
   a uniform unit-amplitude beam fills the ROI and all light lands in the window; ``null`` gives
   noiseless frames in model units (times ``exposure_s / reference_exposure_s``);
 * Poisson shot noise (switch ``shot_noise``), quantum efficiency, Gaussian read noise, full
-  well, gain, dark offset, ADC rounding and clipping, then digital binning.
+  well, gain, dark offset, ADC rounding and clipping, then digital binning;
+* optionally lit by a simulated laser shutter (``light_source: "sim-shutter://"``): frames are
+  dark unless its shutter is open and its laser on, and scale with its power setpoint divided
+  by ``reference_power_mw``.
 
 Noise draws come from a ``torch.Generator`` seeded with ``seed``: deterministic.
 """
@@ -28,6 +31,7 @@ from slmsuite.hardware.cameras.simulated import SimulatedCamera
 from slmsuite.hardware.slms.simulated import SimulatedSLM
 from slmsuite.misc.xp import as_numpy
 
+from drivers.serial_sim import simulated_device
 from hil.camera_model import CameraSpec, bin_pixels
 from hil.config import ConfigError, from_mapping
 from hil.optics import centred_fft2
@@ -42,15 +46,23 @@ class SimCameraSettings:
         shot_noise: Poisson photon noise on (off: frames are the mean photon counts).
         sensor: overrides of the system config's ``camera`` keys (e.g. ``{read_noise_e: 2.0}``).
         reference_exposure_s: exposure at which ``photons_per_pixel`` holds.
+        light_source: URL of the simulated shutter that lights the bench (None: always lit).
+        reference_power_mw: laser power at which ``photons_per_pixel`` holds.
     """
 
     shot_noise: bool = True
     sensor: dict[str, Any] = field(default_factory=dict)
     reference_exposure_s: float = 0.01
+    light_source: str | None = None
+    reference_power_mw: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 < self.reference_exposure_s <= 3600:
             raise ValueError(f"reference_exposure_s = {self.reference_exposure_s} is outside (0, 3600] s")
+        if not 0 < self.reference_power_mw <= 1e6:
+            raise ValueError(f"reference_power_mw = {self.reference_power_mw} is outside (0, 1e6] mW")
+        if self.light_source is not None and not self.light_source.startswith("sim-shutter://"):
+            raise ValueError(f"light_source = {self.light_source!r} must be a 'sim-shutter://' URL or null")
         try:
             from_mapping(CameraSpec, self.sensor, where="sensor", prefix="sensor")
         except ConfigError as exc:
@@ -110,9 +122,18 @@ class SimulatedBenchCamera(SimulatedCamera):
     def _render(self) -> np.ndarray:
         return bin_pixels(self._intensity(), self.spec.binning).numpy()
 
+    def light(self) -> float:
+        """Beam power relative to ``reference_power_mw`` (0 while the shutter is closed or the laser off)."""
+        if self.settings.light_source is None:
+            return 1.0
+        state = simulated_device(self.settings.light_source).firmware.state
+        if state["shutter"] != "OPEN" or state["laser"] != "ON":
+            return 0.0
+        return float(state["power_mw"]) / self.settings.reference_power_mw
+
     def _get_image_hw(self, timeout_s: float = 0, quantize: bool = True) -> np.ndarray:
         spec = self.spec
-        ratio = self.exposure_s / self.settings.reference_exposure_s
+        ratio = self.light() * self.exposure_s / self.settings.reference_exposure_s
         intensity = self._intensity()
         if spec.photons_per_pixel is None:
             return bin_pixels(intensity * ratio, spec.binning).numpy()

@@ -44,6 +44,7 @@ def sim_bench_document(shutter_state: Path | None = None) -> dict[str, Any]:
     doc = copy.deepcopy(doc)
     if shutter_state is not None:
         doc["serial"]["shutter"]["port"] = f"sim-shutter://?state={shutter_state}"
+        doc["camera"]["kwargs"]["light_source"] = doc["serial"]["shutter"]["port"]
     return doc
 
 

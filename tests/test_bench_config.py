@@ -45,6 +45,11 @@ CASES = [
     ("camera.driver", "drivers.sim_camera:Nope", r"key 'camera.driver': 'drivers.sim_camera' has no class 'Nope'"),
     ("camera.exposure_s", 5, r"key 'camera': exposure_s = 5 is outside the allowed range \[1e-05, 1\] s"),
     ("camera.kwargs.sensor", {"read_noise_e": "loud"}, r"key 'camera.kwargs': .*'sensor.read_noise_e': expected a"),
+    (
+        "camera.kwargs.light_source",
+        "COM3",
+        r"key 'camera.kwargs': light_source = 'COM3' must be a 'sim-shutter://' URL",
+    ),
     ("serial.shutter.kwargs.power_mw", 30, r"key 'serial.shutter.kwargs': power_mw = 30 is outside .* \[0, 5\] mW"),
     ("serial.shutter.baudrate", "fast", r"key 'serial.shutter.baudrate': expected an integer, got 'fast'"),
     ("serial.trigger.kwargs.port", "COM9", r"unknown key 'serial.trigger.kwargs.port'"),

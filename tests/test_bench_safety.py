@@ -43,9 +43,15 @@ def _run(bench):
 def test_normal_exit(bench_file):
     path, state = bench_file
     with Bench.from_config(path) as bench:
+        assert bench.capture().max() == 0  # the simulated camera is lit by the simulated shutter
         slm = _run(bench)
         assert _shutter_state(state) == {"shutter": "OPEN", "laser": "ON", "power_mw": 1.0}
-        assert bench.capture().shape == (32, 32)
+        lit = bench.capture()
+        assert lit.shape == (32, 32) and lit.mean() == pytest.approx(50, rel=0.05)  # system: 50 photons/pixel
+        bench.serial["shutter"].set_power(2.0)
+        assert bench.capture().mean() == pytest.approx(100, rel=0.05)
+        bench.safe_state()
+        assert bench.capture().max() == 0
     _assert_safe(state, slm)
     assert bench.serial == {} and bench.slm is None and bench.safe_state_problems == []
 
