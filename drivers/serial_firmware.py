@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ class Firmware:
         if self.state_path is not None and self.state_path.is_file():
             self.state.update(json.loads(self.state_path.read_text()))
         self.mute_next = 0
-        self.executed: list[str] = []
+        self.executed: deque[str] = deque(maxlen=10_000)  # recent state-changing commands, for tests
         self._lock = threading.Lock()
         self._commands: dict[str, Callable[[str | None], str]] = {
             "*IDN?": lambda _: f"{VENDOR},{self.model},{self.serial_number},{FIRMWARE_VERSION}",
