@@ -166,18 +166,31 @@ def resolve_driver(kind: str, driver: str, where: str, key: str) -> type:
     return cls
 
 
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _init_parameters(klass: type) -> list[inspect.Parameter] | None:
+    """Parameters of ``klass.__init__`` after ``self``; None if it has none of its own or hides them."""
+    init = klass.__dict__.get("__init__")
+    if init is None:
+        return None
+    try:
+        return list(inspect.signature(init).parameters.values())[1:]
+    except (TypeError, ValueError):  # e.g. a compiled extension class
+        return [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
+
+
 def _signature_parameters(cls: type) -> dict[str, tuple[Any, Any]]:
     """Keyword parameters of ``cls`` (name -> (type hint, default)), following ``**kwargs`` up the MRO."""
     out: dict[str, tuple[Any, Any]] = {}
     for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
+        params = _init_parameters(klass)
+        if params is None:
             continue
         try:
-            hints = typing.get_type_hints(init)
+            hints = typing.get_type_hints(klass.__dict__["__init__"])
         except Exception:
             hints = {}
-        params = list(inspect.signature(init).parameters.values())[1:]
         for p in params:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in out:
                 out[p.name] = (_plain_type(hints.get(p.name, Any)), p.default)
@@ -189,9 +202,6 @@ def _signature_parameters(cls: type) -> dict[str, tuple[Any, Any]]:
         if not any(p.kind == p.VAR_KEYWORD for p in params) or klass is object:
             break
     return out
-
-
-_PLAIN = (bool, int, float, str, type(None))
 
 
 def _plain_type(tp: Any) -> Any:
@@ -231,10 +241,9 @@ def _check_kwargs(cls: type, kwargs: dict[str, Any], where: str, key: str, exclu
 def _accepts_anything(cls: type) -> bool:
     """True if ``**kwargs`` reaches a constructor we cannot see through (then unknown keys pass)."""
     for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
+        params = _init_parameters(klass)
+        if params is None:
             continue
-        params = list(inspect.signature(init).parameters.values())
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             return False
         if klass.__dict__.get("Settings") is not None:
