@@ -38,7 +38,9 @@ from hil.provenance import REPO_ROOT
 from hil.system_config import SystemConfig, load_system
 from hil.systems import Budget, CodedSystem, Role, photons_per_frame
 
-LOG_FIELDS = ("step", "elapsed_s", "lr", "total", "recon", "cpm", "feature", "mask_grad_norm", "val_psnr_db")
+LOG_FIELDS = (
+    "step", "elapsed_s", "lr", "total", "recon", "cpm", "feature", "mask_grad_norm", "skipped", "val_psnr_db"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -342,12 +344,13 @@ def train(
     )
     writer = RunWriter(out_dir, enabled=is_main_process())
     state = writer.load_checkpoint(cfg.device) if resume else None
-    start, elapsed0, best, best_state, stale = 0, 0.0, -math.inf, None, 0
+    start, elapsed0, best, best_state, stale, skipped = 0, 0.0, -math.inf, None, 0, 0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, elapsed0, best, stale = state["step"], state["elapsed_s"], state["best_val_psnr_db"], state["stale"]
+        skipped = state["skipped"]
         best_state = state["best_model"]
     writer.start_log(start)
     clock = time.perf_counter()
@@ -364,15 +367,21 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         mask_grad = float(model.system.mask_rad.grad.norm())
-        for group in optimizer.param_groups:  # separately, so a mask-gradient spike cannot starve the decoder
-            torch.nn.utils.clip_grad_norm_(group["params"], cfg.grad_clip)
-        optimizer.step()
+        # clipped per group, so a mask-gradient spike cannot starve the decoder; a non-finite
+        # gradient (rare, at near-zero photon counts) skips the update instead of poisoning Adam
+        norms = [torch.nn.utils.clip_grad_norm_(g["params"], cfg.grad_clip) for g in optimizer.param_groups]
+        finite = all(bool(torch.isfinite(v)) for v in norms) and bool(torch.isfinite(terms["total"]))
+        if finite:
+            optimizer.step()
+        else:
+            skipped += 1
         scheduler.step()
         row = {k: float(v.detach()) for k, v in terms.items()} | {
             "step": step + 1,
             "elapsed_s": round(elapsed, 2),
             "lr": scheduler.get_last_lr()[1],
             "mask_grad_norm": mask_grad,
+            "skipped": skipped,
         }
         done = step + 1
         if done % cfg.val_every == 0 or done == cfg.steps:
@@ -395,6 +404,7 @@ def train(
                     "best_val_psnr_db": best,
                     "best_model": best_state,
                     "stale": stale,
+                    "skipped": skipped,
                 }
             )
         if cfg.patience and stale >= cfg.patience:
