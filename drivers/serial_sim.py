@@ -264,12 +264,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay-s", type=float, default=0.0, help="reply latency")
     args = parser.parse_args(argv)
     firmware = FIRMWARE[args.device](state_path=args.state)
-    with PtyFirmware(firmware, link=args.link, delay_s=args.delay_s) as server:
-        print(f"{firmware.model} serving on {server.link or server.port}", flush=True)
-        try:
+    try:
+        with PtyFirmware(firmware, link=args.link, delay_s=args.delay_s) as server:
+            print(f"{firmware.model} serving on {server.link or server.port}", flush=True)
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

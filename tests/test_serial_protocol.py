@@ -1,6 +1,9 @@
 """The LSC-1 and TRG-1 line protocols: expected (command, reply) pairs through the real pyserial stack."""
 
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 import serial
@@ -118,3 +121,22 @@ def test_limits_are_checked_before_any_io(fresh_sim_devices):  # noqa: F811
         with pytest.raises(LimitError, match=r"power_mw must be a number"):
             shutter.set_power(float("nan"))
     assert len(simulated_device("sim-shutter://").firmware.executed) == 0  # nothing reached the device
+
+
+def test_command_line_pty_server(tmp_path):
+    link = tmp_path / "ttyTRG"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "drivers.serial_sim", "trigger", "--link", str(link)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout.readline().strip() == f"TRG-1 serving on {link}"
+        with TriggerBox(str(link)) as trigger:
+            assert trigger.identify() == "HIL-SIM,TRG-1,0001,1.0"
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=10) == 0
+        assert not link.exists()
+    finally:
+        if server.poll() is None:
+            server.kill()
