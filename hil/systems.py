@@ -73,12 +73,16 @@ class CodedSystem(nn.Module):
         photons_per_frame: torch.Tensor | None,
         camera: CameraSpec,
         generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Differentiable noisy CDPs in model units (``photons_per_frame`` (B,) or None: noiseless)."""
+        """Differentiable noisy CDPs in model units (``photons_per_frame`` (B,) or None: noiseless).
+
+        ``noise``: pre-drawn standard normal of the CDPs' shape (else drawn from ``generator``).
+        """
         clean = op.A(phase_to_field(phase_rad, amplitude))
         model = CameraModel(camera)
         budget = None if photons_per_frame is None else photons_per_frame.view(-1, 1, 1, 1).to(clean.dtype)
-        noisy = model.surrogate(clean, generator, photons_per_pixel=budget)
+        noisy = model.surrogate(clean, generator, photons_per_pixel=budget, noise=noise)
         return op.normalise_intensities(noisy)
 
     def forward(self, op: CDPOperator, y: torch.Tensor, photons_per_frame: torch.Tensor | None) -> DecoderOutput:

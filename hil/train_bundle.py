@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hil.bundle import save_bundle
 from hil.datasets import batch
+from hil.distributed import DistContext, setup
 from hil.distill_eval import evaluate_system, photons_for_snr, reference_mask
 from hil.training import TrainConfig, TrainResult, train
 
@@ -20,9 +21,16 @@ def train_to_bundle(
     progress: bool = True,
     test_images: int = 16,
     log: Callable[[str], None] = print,
-) -> tuple[TrainResult, Path]:
-    """Train ``cfg`` in ``out``, evaluate at 10/20/30 dB on ``test_images`` test objects, save ``out/bundle``."""
-    result = train(cfg, out, resume=resume, progress=progress)
+    ctx: DistContext | None = None,
+) -> tuple[TrainResult, Path | None]:
+    """Train ``cfg`` in ``out``, evaluate at 10/20/30 dB on ``test_images`` test objects, save ``out/bundle``.
+
+    Under torchrun every rank trains; rank 0 alone evaluates and writes (others return no path).
+    """
+    ctx = ctx or setup(cfg.device)
+    result = train(cfg, out, resume=resume, progress=progress, ctx=ctx)
+    if not ctx.is_main:
+        return result, None
     log(
         f"{cfg.role} seed {cfg.seed}: {result.steps} steps in {result.elapsed_s:.0f} s ({result.stopped}), "
         f"best val {result.best_val_psnr_db:.2f} dB"

@@ -3,7 +3,8 @@
 Written to run later under ``torchrun``/DDP unchanged in spirit:
 
 * :func:`loss_terms` is a pure function of (model, batch): the batch carries its own noise seed;
-* batches are a pure function of (seed, step, rank, world), so resuming is exact and ranks shard;
+* batches are a pure function of (seed, step, rank, world), so resuming is exact and ranks shard
+  one global batch (see :mod:`hil.distributed`): N processes step like one with N times the batch;
 * the device comes from the config (``device``); only :class:`RunWriter` touches the disk, and
   it is a no-op on every rank but 0.
 """
@@ -33,6 +34,7 @@ from hil.distillation import (
     leave_one_out_importance,
     reconstruction_loss,
 )
+from hil.distributed import DistContext, any_rank, setup, shard, wrap
 from hil.metrics import phase_psnr
 from hil.provenance import REPO_ROOT
 from hil.system_config import SystemConfig, load_system
@@ -75,7 +77,10 @@ class TrainConfig:
         val_every, val_images, patience: validation PSNR every ``val_every`` steps on a fixed
             set; stop after ``patience`` validations without improvement (0: never).
         checkpoint_every: steps between checkpoints (resume picks up the last one).
-        device: ``cpu``, ``cuda``, ``cuda:1``...; threads: CPU threads (0 = torch's default).
+        batch_size: images per process; under torchrun the global batch is ``batch_size * WORLD_SIZE``.
+        device: ``cpu``, ``cuda`` (each torchrun process takes ``cuda:LOCAL_RANK``), ``cuda:1``...;
+            threads: CPU threads per process (0 = torch's default).
+        amp: bfloat16 autocast of the decoder's convolutions (CUDA only; FFTs stay float32).
     """
 
     role: Role = "student"
@@ -99,8 +104,11 @@ class TrainConfig:
     time_budget_s: float | None = None
     device: str = "cpu"
     threads: int = 0
+    amp: bool = False
 
     def __post_init__(self) -> None:
+        if self.amp and not self.device.startswith("cuda"):
+            raise ValueError(f"amp (mixed precision) needs a CUDA device, got device {self.device!r}")
         if self.role == "student" and self.masks != 1:
             raise ValueError(f"a student has one mask, got masks={self.masks}")
         if self.role == "teacher" and self.distillation.teacher:
@@ -139,22 +147,40 @@ class Batch:
     amplitude: torch.Tensor | None
     photons_per_pixel: torch.Tensor
     noise_seed: int
+    # this process's rows of the global batch (photons and noise are drawn for the global batch)
+    share: slice = field(default_factory=lambda: slice(None))
+    global_size: int = 0  # images in the global batch (0: this batch is the whole batch)
+
+    def to(self, device: torch.device) -> Batch:
+        """The batch on ``device`` (one explicit copy per step; nothing else crosses to the GPU)."""
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return dataclasses.replace(
+            self, phase_rad=move(self.phase_rad), amplitude=move(self.amplitude),
+            photons_per_pixel=move(self.photons_per_pixel),
+        )  # fmt: skip
 
 
 def make_batch(
-    spec: DataSpec, cfg: TrainConfig, step: int, rank: int = 0, world: int = 1, split: str = "train"
+    spec: DataSpec, cfg: TrainConfig, step: int, ctx: DistContext | None = None, split: str = "train"
 ) -> Batch:
-    """Batch ``step`` of the stream: a pure function of (seed, step, rank, world)."""
-    size = cfg.batch_size
-    ds = PhaseObjectDataset(spec, split, (step + 1) * size * world, cfg.seed)
-    start = (step * world + rank) * size
-    items = [ds[i] for i in range(start, start + size)]
+    """This process's share of global batch ``step``: a pure function of (seed, step, rank, world).
+
+    Photon levels and the noise seed are drawn for the whole global batch, so every image sees
+    the same noise whatever the number of processes.
+    """
+    ctx = ctx or DistContext()
+    global_items = range(step * cfg.batch_size * ctx.world, (step + 1) * cfg.batch_size * ctx.world)
+    mine = shard(global_items, ctx)
+    ds = PhaseObjectDataset(spec, split, global_items.stop, cfg.seed)
+    items = [ds[i] for i in mine]
     phase = torch.stack([p for p, _ in items])
     amplitude = torch.stack([a for _, a in items]) if spec.amplitude_contrast > 0 else None
-    g = torch.Generator().manual_seed(hash((cfg.seed, step, rank)) & 0x7FFFFFFF)
+    g = torch.Generator().manual_seed(hash((cfg.seed, step)) & 0x7FFFFFFF)
     lo, hi = math.log(cfg.noise.photons_min), math.log(cfg.noise.photons_max)
-    photons = torch.exp(lo + (hi - lo) * torch.rand(size, generator=g))
-    return Batch(phase, amplitude, photons, noise_seed=int(torch.randint(2**31 - 1, (1,), generator=g)))
+    share = slice(mine.start - global_items.start, mine.stop - global_items.start)
+    photons = torch.exp(lo + (hi - lo) * torch.rand(len(global_items), generator=g))[share]
+    noise_seed = int(torch.randint(2**31 - 1, (1,), generator=g))
+    return Batch(phase, amplitude, photons, noise_seed, share=share, global_size=len(global_items))
 
 
 class TrainModel(nn.Module):
@@ -189,11 +215,19 @@ class TrainModel(nn.Module):
         self.teacher_importance_db = [float(v) for v in importance]
         self.teacher_index = int(torch.argmax(importance))
 
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """:func:`loss_terms`; a forward pass, so DistributedDataParallel can wrap the model."""
+        return loss_terms(self, batch)
+
 
 def _measure(system: CodedSystem, op, batch: Batch, camera: CameraSpec, budget: Budget, offset: int):
-    generator = torch.Generator(device=batch.phase_rad.device).manual_seed(batch.noise_seed + offset)
+    device = batch.phase_rad.device
+    generator = torch.Generator(device=device).manual_seed(batch.noise_seed + offset)
     photons = photons_per_frame(batch.photons_per_pixel, system.n_masks, budget)
-    return system.measure(op, batch.phase_rad, batch.amplitude, photons, camera, generator), photons
+    rows = batch.global_size or batch.phase_rad.shape[0]
+    shape = (rows, system.n_masks, *op.geometry.detector_shape)
+    noise = torch.randn(shape, generator=generator, device=device, dtype=op.masks.real.dtype)[batch.share]
+    return system.measure(op, batch.phase_rad, batch.amplitude, photons, camera, noise=noise), photons
 
 
 def _forward_pair(model: TrainModel, batch: Batch):
@@ -235,12 +269,6 @@ def validation_psnr(system: CodedSystem, camera: CameraSpec, budget: Budget, val
     psnr = float(phase_psnr(system(op, y, photons).phase_rad, val.phase_rad).mean())
     system.train()
     return psnr
-
-
-def is_main_process() -> bool:
-    """Rank 0 (or no process group): the one process that writes files."""
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 class RunWriter:
@@ -318,22 +346,25 @@ def train(
     resume: bool = True,
     progress: bool = True,
     teacher: CodedSystem | None = None,
-    rank: int = 0,
-    world: int = 1,
+    ctx: DistContext | None = None,
 ) -> TrainResult:
     """Train ``cfg`` into ``out_dir`` (log.csv, checkpoint.pt); returns the best-validation model.
 
     ``teacher`` (an in-memory teacher) overrides ``cfg.distillation.teacher`` (a bundle path).
+    ``ctx``: this process's place in a torchrun job (default: read from the environment, see
+    :func:`hil.distributed.setup`); every rank trains, rank 0 alone writes.
     """
+    ctx = ctx or setup(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = torch.device(cfg.device)
+    device = ctx.device
     system_cfg = cfg.system_config()
     spec = cfg.data_spec(system_cfg)
     model = build_model(cfg, system_cfg, teacher).to(device)
     val = make_batch(spec, dataclasses.replace(cfg, batch_size=cfg.val_images), 0, split="val")
     val.photons_per_pixel = torch.logspace(0.7, 2.7, cfg.val_images)  # 5 .. 500 photons per pixel
+    val = val.to(device)
     if model.teacher is not None:
         model.attach_adapters(val)
     mask_params = [model.system.mask_rad]
@@ -342,8 +373,8 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
     )
-    writer = RunWriter(out_dir, enabled=is_main_process())
-    state = writer.load_checkpoint(cfg.device) if resume else None
+    writer = RunWriter(out_dir, enabled=ctx.is_main)
+    state = writer.load_checkpoint(device) if resume else None
     start, elapsed0, best, best_state, stale, skipped = 0, 0.0, -math.inf, None, 0, 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -352,18 +383,21 @@ def train(
         start, elapsed0, best, stale = state["step"], state["elapsed_s"], state["best_val_psnr_db"], state["stale"]
         skipped = state["skipped"]
         best_state = state["best_model"]
+    engine = wrap(model, ctx)  # after loading: every rank starts from the same checkpoint
     writer.start_log(start)
     clock = time.perf_counter()
     stopped = "steps"
     step = start
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc=cfg.role)
+    show = progress and ctx.is_main
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not show, desc=cfg.role)
     for step in bar:
         elapsed = elapsed0 + time.perf_counter() - clock
-        if cfg.time_budget_s is not None and elapsed > cfg.time_budget_s:
+        if any_rank(cfg.time_budget_s is not None and elapsed > cfg.time_budget_s, ctx):
             stopped = "time_budget"
             break
-        batch = make_batch(spec, cfg, step, rank, world)
-        terms = loss_terms(model, batch)
+        batch = make_batch(spec, cfg, step, ctx).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            terms = engine(batch)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         mask_grad = float(model.system.mask_rad.grad.norm())
@@ -407,7 +441,7 @@ def train(
                     "skipped": skipped,
                 }
             )
-        if cfg.patience and stale >= cfg.patience:
+        if cfg.patience and any_rank(stale >= cfg.patience, ctx):
             stopped = "early_stop"
             step = done
             break

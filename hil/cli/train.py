@@ -20,9 +20,11 @@ def train(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train per CONFIG (log.csv and checkpoint.pt in the run folder), evaluate on the test split at
-    10/20/30 dB, and save the model bundle to <out>/bundle."""
+    10/20/30 dB, and save the model bundle to <out>/bundle. Runs as one process or under
+    `torchrun --nproc_per_node=N -m hil train CONFIG` (batch_size is per process; rank 0 writes)."""
     import dataclasses
 
+    from hil.distributed import setup, teardown
     from hil.train_bundle import train_to_bundle
     from hil.training import load_train_config
 
@@ -31,5 +33,11 @@ def train(
     if teacher is not None:
         cfg = dataclasses.replace(cfg, distillation=dataclasses.replace(cfg.distillation, teacher=str(teacher)))
     out = out or Path("runs") / config.stem
-    _, path = train_to_bundle(cfg, out, resume=resume, progress=progress, test_images=test_images, log=console.log)
-    console.print(f"wrote {path}")
+    ctx = setup(cfg.device)  # joins the torchrun process group when launched by torchrun
+    try:
+        log = console.log if ctx.is_main else (lambda _msg: None)
+        _, path = train_to_bundle(cfg, out, resume=resume, progress=progress, test_images=test_images, log=log, ctx=ctx)
+    finally:
+        teardown(ctx)
+    if path is not None:
+        console.print(f"wrote {path}")
