@@ -7,8 +7,8 @@ from pathlib import Path
 
 from hil.bundle import save_bundle
 from hil.datasets import batch
-from hil.distributed import DistContext, setup
 from hil.distill_eval import evaluate_system, photons_for_snr, reference_mask
+from hil.distributed import DistContext, setup
 from hil.training import TrainConfig, TrainResult, train
 
 TEST_SNRS_DB = (10.0, 20.0, 30.0)
