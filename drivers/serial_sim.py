@@ -193,6 +193,7 @@ class PtyFirmware:
         self._fds: tuple[int, int] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def start(self) -> PtyFirmware:
         master, slave = pty.openpty()
@@ -228,15 +229,15 @@ class PtyFirmware:
                 os.write(master, reply.encode("ascii") + b"\n")
 
     def unplug(self) -> None:
-        """Stop serving and close both ends: the client sees a vanished device."""
+        """Stop serving and close both ends: the client sees a vanished device (thread-safe, idempotent)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            fds, self._fds = self._fds, None
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._fds is not None:
-            for fd in self._fds:
-                os.close(fd)
-            self._fds = None
+        if thread is not None:
+            thread.join()
+        for fd in fds or ():
+            os.close(fd)
 
     def replug(self) -> PtyFirmware:
         """Come back on a fresh pty (the symlink, if any, follows)."""
