@@ -6,7 +6,8 @@ import sys
 
 import typer
 
-from hil.cli import benchmark, demo
+from drivers.errors import DeviceError
+from hil.cli import benchmark, check, demo, train
 
 app = typer.Typer(
     name="hil",
@@ -16,11 +17,11 @@ app = typer.Typer(
 )
 app.command("demo")(demo.demo)
 app.add_typer(benchmark.app, name="benchmark")
-app.command("train")(__import__("hil.cli.train", fromlist=["train"]).train)
-app.command("check")(__import__("hil.cli.check", fromlist=["check"]).check)
+app.command("train")(train.train)
+app.command("check")(check.check)
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TimeoutError, ConnectionError)
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TimeoutError, ConnectionError, DeviceError)
 
 
 def main() -> None:
