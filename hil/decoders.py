@@ -30,6 +30,7 @@ from hil.solvers.constraints import ObjectConstraint
 DecoderKind = Literal["unrolled", "unet"]
 LOG_PHOTONS_CAP = 5.0  # log10 photons per pixel fed to the network for noiseless data
 LOG_PHOTONS_REF = 2.0  # centre of the photon-level conditioning (100 photons per pixel)
+MAX_STEP_RAD = math.pi / 2  # largest phase correction one CNN prox can make (tanh-bounded)
 WARM_BETA = 0.9  # relaxation of the plain RAAR warm-start iterations
 SOFT_EPS = 1e-2  # smoothing of |z| and of the phase's gradient near zeros, relative to the rms amplitude
 
@@ -168,12 +169,12 @@ class UnrolledDecoder(nn.Module):
 
     def _prox(self, k: int, x: torch.Tensor, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         delta, hidden = self.prox[k](x, level)
-        gate = self.residual_gate(k, level)
-        phase = self.constraint.clip_phase(safe_angle(x) + gate * delta[:, 0])
+        gate = self.residual_gate(k, level) * MAX_STEP_RAD
+        phase = self.constraint.clip_phase(safe_angle(x) + gate * torch.tanh(delta[:, 0]))
         if self.constraint.unit_modulus:
             magnitude = torch.ones_like(phase)
         else:
-            magnitude = x.abs() * torch.exp(gate * delta[:, 1])
+            magnitude = x.abs() * torch.exp(gate / MAX_STEP_RAD * torch.tanh(delta[:, 1]))
         return torch.polar(magnitude, phase), hidden
 
     def forward(
@@ -200,7 +201,8 @@ class UnrolledDecoder(nn.Module):
             pm = soft_modulus_projection(z, sqrt_y)
             x, features[f"stage{k}"] = self._prox(k, op.pseudo_inverse(2 * pm - z), level)
             z = beta * z + (1 - 2 * beta) * pm + beta * op.A_linear(x)
-        x = self._project(op.pseudo_inverse(soft_modulus_projection(z, sqrt_y)))
+        # the last prox output, not RAAR's shadow estimate, which would re-impose the noisy moduli;
+        # the gated steps below restore data consistency as far as the photon level warrants
         for t in range(self.cfg.refine_steps):
             fitted = self._project(op.pseudo_inverse(soft_modulus_projection(op.A_linear(x), sqrt_y)))
             w = self.refine_gate(t, level)

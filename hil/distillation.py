@@ -27,6 +27,7 @@ from hil.metrics import phase_error, phase_psnr
 
 CPMMode = Literal["informative", "gram", "none"]
 GRAM_LAG_PX = 2
+RECON_FLOOR = 1e-10  # 100 dB
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,14 @@ class DistillConfig:
 def reconstruction_loss(
     x_hat: torch.Tensor, phase_rad: torch.Tensor, amplitude: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Mean squared wrapped phase error after removing each image's global phase, in units of π²
-    (so ``-10 log10(loss)`` is the phase PSNR for a π peak); plus the amplitude MSE for complex objects."""
-    loss = phase_error(torch.angle(x_hat), phase_rad).square().mean() / torch.pi**2
+    """``mean_i log10(mse_i)``: the per-image mean squared wrapped phase error after removing each image's
+    global phase, in units of π² (plus the amplitude MSE for complex objects), on a log scale, i.e.
+    minus the mean phase PSNR over 10. The log gives every image the same weight in dB, so the
+    low-photon images of a batch do not drown the others; floored at 100 dB."""
+    mse = phase_error(torch.angle(x_hat), phase_rad).square().mean(dim=(-2, -1)) / torch.pi**2
     if amplitude is not None:
-        loss = loss + (x_hat.abs() - amplitude).square().mean()
-    return loss
+        mse = mse + (x_hat.abs() - amplitude).square().mean(dim=(-2, -1))
+    return torch.log10(mse + RECON_FLOOR).mean()
 
 
 def mask_overlap_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

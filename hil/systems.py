@@ -24,6 +24,7 @@ from hil.solvers.constraints import ObjectConstraint
 
 Role = Literal["teacher", "student"]
 Budget = Literal["per_snapshot", "equal_total"]
+STUDENT_MASK_SEED_OFFSET = 10_000
 
 
 class CodedSystem(nn.Module):
@@ -45,7 +46,8 @@ class CodedSystem(nn.Module):
             raise ValueError(f"slm.macro_pixel {slm.macro_pixel} != geometry.macro_pixel {geometry.macro_pixel}")
         self.geometry = geometry
         n = geometry.n
-        generator = torch.Generator().manual_seed(seed)
+        # teacher and student masks come from different streams, so a student never starts as a teacher mask
+        generator = torch.Generator().manual_seed(seed + (STUDENT_MASK_SEED_OFFSET if slm is not None else 0))
         self.mask_rad = nn.Parameter(torch.rand((n_masks, n, n), generator=generator) * (2 * math.pi))
         self.slm = None if slm is None else SLMModel(slm)
         self.decoder = build_decoder(n, decoder, constraint)

@@ -15,6 +15,7 @@ from hil.distillation import (
     mask_overlap_loss,
     reconstruction_loss,
 )
+from hil.metrics import phase_psnr
 from hil.optics import CDPGeometry, phase_to_field
 from hil.systems import CodedSystem
 
@@ -26,13 +27,14 @@ def _masks(count: int, seed: int = 0) -> torch.Tensor:
     return phase_to_field(torch.rand((count, N, N), generator=g) * 2 * math.pi)
 
 
-def test_reconstruction_loss_ignores_global_phase_and_equals_mse():
+def test_reconstruction_loss_ignores_global_phase_and_is_minus_psnr_over_10():
     phase = torch.rand((2, N, N), generator=torch.Generator().manual_seed(0)) * math.pi
-    assert float(reconstruction_loss(phase_to_field(phase + 1.234), phase)) < 1e-10
+    assert float(reconstruction_loss(phase_to_field(phase + 1.234), phase)) < -9.0  # the 100 dB floor
     bumped = phase.clone()
     bumped[:, : N // 2] += 0.1  # half the pixels off by 0.1 rad: after the offset, error ±0.05
     loss = float(reconstruction_loss(phase_to_field(bumped), phase))
-    assert loss == pytest.approx(0.05**2 / math.pi**2, rel=1e-3)
+    assert loss == pytest.approx(math.log10(0.05**2 / math.pi**2), abs=1e-3)
+    assert -10 * loss == pytest.approx(float(phase_psnr(torch.angle(phase_to_field(bumped)), phase).mean()), abs=1e-2)
 
 
 def test_cpm_losses_zero_when_student_equals_teacher():
