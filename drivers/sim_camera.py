@@ -32,7 +32,7 @@ from slmsuite.hardware.slms.simulated import SimulatedSLM
 from slmsuite.misc.xp import as_numpy
 
 from drivers.serial_sim import simulated_device
-from hil.camera_model import CameraSpec, bin_pixels
+from hil.camera_model import CameraModel, CameraSpec, bin_pixels
 from hil.config import ConfigError, from_mapping
 from hil.optics import centred_fft2
 from hil.system_config import SystemConfig, load_system
@@ -139,16 +139,6 @@ class SimulatedBenchCamera(SimulatedCamera):
             return bin_pixels(intensity * ratio, spec.binning).numpy()
         pixels = self.detector_shape[0] * self.detector_shape[1]
         photons = intensity * (spec.photons_per_pixel * pixels / self._roi_pixels * ratio)
-        electrons = photons * spec.quantum_efficiency
-        if self.settings.shot_noise:
-            electrons = torch.poisson(electrons, generator=self._generator)
-        if spec.read_noise_e > 0:
-            noise = torch.randn(electrons.shape, generator=self._generator, dtype=electrons.dtype)
-            electrons = electrons + spec.read_noise_e * noise
-        if spec.full_well_e is not None:
-            electrons = electrons.clamp(max=spec.full_well_e)
-        adu = electrons * spec.gain_adu_per_e + spec.dark_offset_adu
-        if spec.adc_bits is not None and quantize:
-            adu = torch.round(adu).clamp(0, spec.max_adu)
-        frame = bin_pixels(adu, spec.binning).numpy()
+        sensor = CameraModel(spec)
+        frame = sensor.read_out(photons, self._generator, self.settings.shot_noise, quantise=quantize).numpy()
         return frame.astype(self._frame_dtype) if spec.adc_bits is not None and quantize else frame

@@ -102,12 +102,23 @@ class CameraModel:
 
         Not differentiable (use :meth:`surrogate` for training). Noiseless when the budget is None.
         """
-        spec = self.spec
-        budget = spec.photons_per_pixel if photons_per_pixel is None else photons_per_pixel
+        budget = self.spec.photons_per_pixel if photons_per_pixel is None else photons_per_pixel
         if budget is None:
-            return bin_pixels(y, spec.binning)
-        mean_e = scale_to_photons(y.detach(), budget) * spec.quantum_efficiency
-        electrons = torch.poisson(mean_e, generator=generator)
+            return bin_pixels(y, self.spec.binning)
+        return self.read_out(scale_to_photons(y.detach(), budget), generator)
+
+    def read_out(
+        self,
+        photons: torch.Tensor,
+        generator: torch.Generator | None = None,
+        shot_noise: bool = True,
+        quantise: bool = True,
+    ) -> torch.Tensor:
+        """The sensor for a map of mean photons per pixel: QE, Poisson, read noise, full well, offset,
+        gain, ADC (unless ``quantise`` is False) and binning; returns ADU."""
+        spec = self.spec
+        mean_e = photons * spec.quantum_efficiency
+        electrons = torch.poisson(mean_e, generator=generator) if shot_noise else mean_e
         if spec.read_noise_e > 0:
             electrons = electrons + spec.read_noise_e * torch.randn(
                 electrons.shape, generator=generator, dtype=electrons.dtype, device=electrons.device
@@ -115,7 +126,7 @@ class CameraModel:
         if spec.full_well_e is not None:
             electrons = electrons.clamp(max=spec.full_well_e)
         adu = electrons * spec.gain_adu_per_e + spec.dark_offset_adu
-        if spec.adc_bits is not None:
+        if spec.adc_bits is not None and quantise:
             adu = torch.round(adu).clamp(0, spec.max_adu)
         return bin_pixels(adu, spec.binning)
 
