@@ -218,6 +218,12 @@ class Bench:
             if hasattr(accessory, "emit"):
                 accessory.emit()
 
+    def light_off(self) -> None:
+        """Every light source stops (shutter closed, laser off), e.g. for dark frames; the SLM keeps its mask."""
+        for accessory in self.serial.values():
+            if hasattr(accessory, "emit"):
+                accessory.safe()
+
     def describe(self) -> list[dict[str, str]]:
         """Identity and status of each device (for ``hil check``)."""
         rows = []

@@ -1,4 +1,10 @@
-"""``hil demo``: the main job end to end on the simulated bench."""
+"""``hil demo``: the main job end to end on the simulated bench.
+
+Mask (a trained bundle's, or a random 8-bit CPM) -> SLM through its phase LUT -> shutter open ->
+camera frames (dark-subtracted, saturation-checked, stored in HDF5) -> bench left safe ->
+reconstruction of the bench's hidden phase sample from that one CDP (classical RAAR, and the
+bundle's decoder when given) -> figure and provenance in a run folder.
+"""
 
 from __future__ import annotations
 
@@ -8,71 +14,89 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from hil.camera_model import CameraModel, expected_snr_db
-from hil.config import to_mapping
-from hil.datasets import batch
-from hil.metrics import summarise
-from hil.provenance import record
-from hil.simulate import measure
-from hil.slm_model import SLMModel
-from hil.solvers import solve
-from hil.system_config import DEFAULT_SYSTEM, load_system
+from hil.bench_config import DEFAULT_BENCH
 
 
 def demo(
-    config: Path = typer.Option(DEFAULT_SYSTEM, help="System config (YAML)."),
+    bench_config: Path = typer.Option(DEFAULT_BENCH, "--bench", help="Bench config (YAML); default: simulated."),
+    bundle: Path = typer.Option(None, help="Model bundle whose mask and decoder to use (e.g. runs/.../bundle)."),
     out: Path = typer.Option(Path("runs"), help="Folder for the run's outputs."),
-    images: int = typer.Option(4, min=1, help="Test objects to reconstruct."),
-    seed: int = typer.Option(0, help="Seed for mask, objects and noise."),
+    frames: int = typer.Option(1, min=1, help="Light frames averaged into the CDP."),
+    dark_frames: int = typer.Option(2, min=0, help="Dark frames (light off) subtracted."),
+    seed: int = typer.Option(0, help="Seed of the random mask (without --bundle)."),
 ) -> None:
-    """Single-snapshot phase retrieval on the simulated bench: an 8-bit random CPM on the SLM model,
-    camera noise, classical RAAR with the range prior; writes a figure and a provenance record."""
-    console = Console()
-    system = load_system(config)
-    geometry = system.geometry()
-    generator = torch.Generator().manual_seed(seed)
-    slm = SLMModel(system.slm)
-    mask_rad = torch.rand((1, system.optics.n, system.optics.n), generator=generator) * 2 * math.pi
-    op = geometry.operator(slm.transmittance(mask_rad))
-    phase, amplitude = batch(system.data, "test", images, seed)
-    camera = CameraModel(system.camera)
-    y = measure(op, phase, camera, generator=generator)
-    clean_photons = camera.photons(op.A(torch.polar(torch.ones_like(phase), phase)))
-    snr = expected_snr_db(clean_photons, system.camera.read_noise_e, system.camera.quantum_efficiency)
+    """Deploy a coded phase mask on the bench, capture one CDP, reconstruct the sample's phase."""
+    from hil.bench import Bench
+    from hil.bundle import load_bundle
+    from hil.capture import CaptureSettings, capture_cdp
+    from hil.config import to_mapping
+    from hil.metrics import summarise
+    from hil.provenance import record
+    from hil.reconstruct import frame_to_photons, reconstruct_bundle, reconstruct_classical, to_model_units
+    from hil.slm_model import SLMModel
 
-    table = Table(title=f"RAAR, one snapshot, {system.camera.photons_per_pixel} photons/pixel (SNR {snr:.1f} dB)")
-    for col in ("iterations", "phase PSNR (dB)", "SSIM", "MAE (rad)", "ms per frame"):
-        table.add_column(col, justify="right")
-    results = []
-    for iterations in (20, 50, 200):
+    console = Console()
+    run_dir = out / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    with Bench.from_config(bench_config) as bench:
+        system = bench.spec.system
+        loaded = load_bundle(bundle, expect_system=system) if bundle is not None else None
+        if loaded is not None:
+            mask_rad = loaded.mask_rad[0].numpy().astype(np.float64)
+        else:
+            generator = torch.Generator().manual_seed(seed)
+            mask_rad = (
+                torch.rand((system.optics.n,) * 2, generator=generator, dtype=torch.float64) * 2 * math.pi
+            ).numpy()
+        captured = capture_cdp(bench, mask_rad, CaptureSettings(frames, dark_frames), run_dir / "capture.h5")
+        truth = getattr(bench.slm.slm, "sample_rad", None)  # known only to a simulated bench
+        camera_spec = getattr(bench.camera, "spec", system.camera)
+    console.print(f"captured {captured.path} (exposure {captured.exposure_s:g} s); bench left in its safe state")
+
+    op = system.geometry().operator(SLMModel(system.slm).transmittance(torch.from_numpy(mask_rad)[None]))
+    photons = frame_to_photons(captured.cdp_adu, camera_spec) / frames
+    y = to_model_units(op, photons)
+    truth_rad = None if truth is None else torch.from_numpy(np.asarray(truth, dtype=np.float32))[None]
+    estimates: dict[str, torch.Tensor] = {}
+    rows = []
+    methods = [(f"RAAR {it} it", lambda it=it: reconstruct_classical(op, y.float(), it)) for it in (20, 50, 200)]
+    if loaded is not None:
+        methods.append(("student decoder", lambda: reconstruct_bundle(loaded, y.float(), float(photons.mean()))))
+    for name, run in methods:
         start = time.perf_counter()
-        x_hat = solve("raar", op, y, iterations=iterations, seed=seed)
-        ms = 1e3 * (time.perf_counter() - start) / images
-        m = summarise(torch.angle(x_hat), phase, system.data.phi_max_rad)
-        results.append({"iterations": iterations, "ms_per_frame": ms, **m})
+        estimates[name] = run().float()
+        row = {"method": name, "ms_per_frame": 1e3 * (time.perf_counter() - start)}
+        if truth_rad is not None:
+            row |= summarise(estimates[name], truth_rad, system.data.phi_max_rad)
+        rows.append(row)
+
+    table = Table(title=f"one CDP from the bench, {float(photons.mean()):.0f} photons/pixel")
+    for col in ("method", "phase PSNR (dB)", "SSIM", "ms per frame"):
+        table.add_column(col, justify="right")
+    for r in rows:
         table.add_row(
-            str(iterations),
-            f"{m['psnr_db']:.1f}",
-            f"{m['ssim']:.3f}",
-            f"{m['mae_rad']:.3f}",
-            f"{ms:.1f}",
+            r["method"],
+            f"{r.get('psnr_db', math.nan):.1f}",
+            f"{r.get('ssim', math.nan):.3f}",
+            f"{r['ms_per_frame']:.0f}",
         )
     console.print(table)
-
-    run_dir = out / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _save_figure(run_dir / "demo.png", phase, torch.angle(x_hat), y)
-    provenance = record(to_mapping(system), seed=seed, command="hil demo", snr_db=snr, results=results)
+    _save_figure(run_dir / "demo.png", truth_rad, photons, estimates)
+    provenance = record(
+        {"bench": to_mapping(bench.spec.config), "system": to_mapping(system)},
+        seed=seed, command="hil demo", bundle=None if bundle is None else str(bundle),
+        photons_per_pixel=float(photons.mean()), results=rows,
+    )  # fmt: skip
     (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2))
-    console.print(f"wrote {run_dir}/demo.png and provenance.json")
+    console.print(f"wrote {run_dir}/demo.png, capture.h5 and provenance.json")
 
 
-def _save_figure(path: Path, truth: torch.Tensor, estimate: torch.Tensor, y: torch.Tensor) -> None:
+def _save_figure(path: Path, truth: torch.Tensor | None, photons: torch.Tensor, estimates: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,16 +104,16 @@ def _save_figure(path: Path, truth: torch.Tensor, estimate: torch.Tensor, y: tor
 
     from hil.metrics import phase_error
 
-    aligned = truth + phase_error(estimate, truth)
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
-    for ax, img, title in zip(
-        axes,
-        (truth[0], y[0, 0].clamp_min(0).sqrt(), aligned[0]),
-        ("object phase (rad)", "sqrt(CDP)", "RAAR (rad)"),
-        strict=False,
-    ):
-        im = ax.imshow(img.numpy(), cmap="twilight" if "rad" in title else "gray")
-        ax.set_title(title)
+    panels = [("captured CDP (sqrt photons)", photons.clamp_min(0).sqrt(), "gray")]
+    if truth is not None:
+        panels.insert(0, ("hidden sample (rad)", truth[0], "twilight"))
+    for name, est in estimates.items():
+        shown = est[0] if truth is None else (truth + phase_error(est, truth))[0]
+        panels.append((f"{name} (rad)", shown, "twilight"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
+    for ax, (title, img, cmap) in zip(axes, panels, strict=True):
+        im = ax.imshow(img.numpy(), cmap=cmap)
+        ax.set_title(title, fontsize=9)
         ax.axis("off")
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
