@@ -69,6 +69,7 @@ def distillation(
     test_images: int = typer.Option(16, min=2, help="Test objects per test set."),
     max_iterations: int = typer.Option(2000, min=50, help="Largest classical RAAR iteration count."),
     jobs: int = typer.Option(2, min=1, help="Training runs in parallel (one CPU thread each)."),
+    ablations: str = typer.Option("cpm_gram,cpm_none,unet_nokd", help="Comma-separated ablation runs."),
 ) -> None:
     """Teacher, students with/without a teacher over seeds, ablations and classical RAAR on the same
     test images and noise draws; writes JSON, a Markdown table and the mask-gradient-norm plot."""
@@ -87,6 +88,7 @@ def distillation(
         test_images=test_images,
         classical_iterations=tuple(sorted({c for c in (20, 50, 200, max_iterations) if c <= max_iterations})),
         jobs=jobs,
+        ablations=tuple(a for a in ablations.split(",") if a),
     )
     command = "hil benchmark distillation " + " ".join(sys.argv[3:])
     out.parent.mkdir(parents=True, exist_ok=True)
