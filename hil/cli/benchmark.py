@@ -100,3 +100,34 @@ def distillation(
     out.with_suffix(".md").write_text(table)
     console.print(table)
     console.print(f"wrote {out}, {out.with_suffix('.md')}, {png}")
+
+
+@app.command("throughput")
+def throughput(
+    out: Path = typer.Option(Path("benchmarks/throughput.json"), help="JSON output (Markdown table beside it)."),
+    sizes: list[int] = typer.Option([64, 128], help="Object sizes n (n x n)."),
+    configs: list[str] = typer.Option(
+        ["configs/train_student_nokd.yaml", "configs/train_teacher.yaml"], help="Training configs to time."
+    ),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    processes: int = typer.Option(2, min=1, help="Processes of the torchrun case (1 thread each)."),
+    threads: int = typer.Option(2, min=1, help="Threads of the single-process case."),
+    steps: int = typer.Option(6, min=3, help="Training steps per case (the first is not timed)."),
+) -> None:
+    """Samples per second of `hil train`, one process and under torchrun, per config and size."""
+    from hil.benchmark_throughput import ThroughputCase, markdown_table, measure
+
+    console = Console()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = record(
+        {"device": device, "steps": steps, "configs": configs, "sizes": sizes}, command="hil benchmark throughput"
+    )
+    rows: list[dict] = []
+    for config in configs:
+        for n in sizes:
+            for procs, thr in sorted({(1, 1), (1, threads), (processes, 1)}):
+                rows.append(measure(ThroughputCase(config, n, procs, thr, device, steps)))
+                console.log(f"{config} n={n} {procs}x{thr}: {rows[-1]['samples_per_s']:.1f} samples/s")
+                out.write_text(json.dumps({**header, "rows": rows}, indent=1))  # partial results survive
+                out.with_suffix(".md").write_text(markdown_table(rows))
+    console.print(markdown_table(rows))
