@@ -81,7 +81,9 @@ def capture_cdp(bench: Bench, mask_rad: np.ndarray, settings: CaptureSettings, p
     """Show ``mask_rad`` ``(n, n)``, record dark then light frames into ``path`` (HDF5), check saturation.
 
     The light is switched on only for the light frames and off again on every exit path; the
-    bench's own context manager still owns the full safe state.
+    bench's own context manager still owns the full safe state. The file also holds what
+    reconstruction needs: the mask, the system config and the camera's gain and QE
+    (:func:`hil.reconstruct.load_capture`).
     """
     exposure_s = bench.set_exposure(settings.exposure_s) if settings.exposure_s is not None else None
     exposure_s = float(bench.camera.get_exposure()) if exposure_s is None else exposure_s
@@ -97,7 +99,11 @@ def capture_cdp(bench: Bench, mask_rad: np.ndarray, settings: CaptureSettings, p
                 mask_sha256=hashlib.sha256(np.ascontiguousarray(mask_rad, dtype=np.float64).tobytes()).hexdigest(),
             )
         )
-        h5.create_dataset("mask_rad", data=np.asarray(mask_rad, dtype=np.float32))
+        camera_spec = getattr(bench.camera, "spec", bench.spec.system.camera)
+        h5.attrs["system_json"] = json.dumps(to_mapping(bench.spec.system))
+        h5.attrs["camera_spec_json"] = json.dumps(to_mapping(camera_spec))
+        h5.attrs["exposure_s"] = exposure_s
+        h5.create_dataset("mask_rad", data=np.asarray(mask_rad, dtype=np.float64))
         bench.light_off()
         dark = _record_frames(h5, "dark", bench, settings.dark_frames, shape) if settings.dark_frames else None
         bench.light_on()

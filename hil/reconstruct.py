@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
 import numpy as np
 import torch
 
 from hil.bundle import Bundle
 from hil.camera_model import CameraSpec
+from hil.config import ConfigError, from_mapping
 from hil.optics import CDPOperator
+from hil.slm_model import SLMModel
 from hil.solvers import solve
+from hil.system_config import SystemConfig
 
 
 def frame_to_photons(cdp_adu: np.ndarray, camera: CameraSpec) -> torch.Tensor:
@@ -40,3 +48,41 @@ def reconstruct_bundle(bundle: Bundle, y: torch.Tensor, photons_per_pixel: float
     op = system.operator()
     photons = torch.full((y.shape[0],), float(photons_per_pixel))
     return system(op, y.to(op.masks.real.dtype), photons).phase_rad
+
+
+@dataclass
+class LoadedCapture:
+    """A capture file ready for reconstruction: its system, mask and CDP in model units."""
+
+    system: SystemConfig
+    mask_rad: torch.Tensor  # (n, n) radians, as uploaded
+    photons_per_pixel: float  # mean photons per detector pixel of one frame
+    op: CDPOperator  # the operator of the realised mask (through the system's SLM model)
+    y: torch.Tensor  # (1, 1, Hd, Wd) model units
+
+
+def load_capture(path: str | Path) -> LoadedCapture:
+    """Read a file written by :func:`hil.capture.capture_cdp`; a clear error names what is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: capture file does not exist")
+    try:
+        with h5py.File(path, "r") as h5:
+            missing = [k for k in ("cdp_adu", "mask_rad") if k not in h5] + [
+                k for k in ("system_json", "camera_spec_json") if k not in h5.attrs
+            ]
+            if missing:
+                raise ValueError(f"{path}: not a complete capture (missing {missing}; was the capture interrupted?)")
+            cdp_adu, mask = h5["cdp_adu"][()], h5["mask_rad"][()]
+            system_data, camera_data = json.loads(h5.attrs["system_json"]), json.loads(h5.attrs["camera_spec_json"])
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable HDF5 capture file ({exc})") from None
+    try:
+        system = from_mapping(SystemConfig, system_data, where=f"{path}:system_json")
+        camera = from_mapping(CameraSpec, camera_data, where=f"{path}:camera_spec_json")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    mask_rad = torch.from_numpy(np.asarray(mask, dtype=np.float64))
+    op = system.geometry().operator(SLMModel(system.slm).transmittance(mask_rad[None]))
+    photons = frame_to_photons(cdp_adu, camera)
+    return LoadedCapture(system, mask_rad, float(photons.mean()), op, to_model_units(op, photons))

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from drivers.errors import DeviceError
-from hil.cli import benchmark, check, demo, train
+from hil.cli import benchmark, capture, check, demo, deploy, reconstruct, train
 
 app = typer.Typer(
     name="hil",
@@ -19,6 +19,9 @@ app.command("demo")(demo.demo)
 app.add_typer(benchmark.app, name="benchmark")
 app.command("train")(train.train)
 app.command("check")(check.check)
+app.command("deploy")(deploy.deploy)
+app.command("capture")(capture.capture)
+app.command("reconstruct")(reconstruct.reconstruct)
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TimeoutError, ConnectionError, DeviceError)

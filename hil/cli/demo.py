@@ -38,8 +38,7 @@ def demo(
     from hil.config import to_mapping
     from hil.metrics import summarise
     from hil.provenance import record
-    from hil.reconstruct import frame_to_photons, reconstruct_bundle, reconstruct_classical, to_model_units
-    from hil.slm_model import SLMModel
+    from hil.reconstruct import load_capture, reconstruct_bundle, reconstruct_classical
 
     console = Console()
     run_dir = out / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
@@ -55,18 +54,16 @@ def demo(
             ).numpy()
         captured = capture_cdp(bench, mask_rad, CaptureSettings(frames, dark_frames), run_dir / "capture.h5")
         truth = getattr(bench.slm.slm, "sample_rad", None)  # known only to a simulated bench
-        camera_spec = getattr(bench.camera, "spec", system.camera)
     console.print(f"captured {captured.path} (exposure {captured.exposure_s:g} s); bench left in its safe state")
 
-    op = system.geometry().operator(SLMModel(system.slm).transmittance(torch.from_numpy(mask_rad)[None]))
-    photons = frame_to_photons(captured.cdp_adu, camera_spec) / frames
-    y = to_model_units(op, photons)
+    loaded_capture = load_capture(captured.path)
+    op, y, photons_per_pixel = loaded_capture.op, loaded_capture.y, loaded_capture.photons_per_pixel
     truth_rad = None if truth is None else torch.from_numpy(np.asarray(truth, dtype=np.float32))[None]
     estimates: dict[str, torch.Tensor] = {}
     rows = []
     methods = [(f"RAAR {it} it", lambda it=it: reconstruct_classical(op, y.float(), it)) for it in (20, 50, 200)]
     if loaded is not None:
-        methods.append(("student decoder", lambda: reconstruct_bundle(loaded, y.float(), float(photons.mean()))))
+        methods.append(("student decoder", lambda: reconstruct_bundle(loaded, y.float(), photons_per_pixel)))
     for name, run in methods:
         start = time.perf_counter()
         estimates[name] = run().float()
@@ -75,7 +72,7 @@ def demo(
             row |= summarise(estimates[name], truth_rad, system.data.phi_max_rad)
         rows.append(row)
 
-    table = Table(title=f"one CDP from the bench, {float(photons.mean()):.0f} photons/pixel")
+    table = Table(title=f"one CDP from the bench, {photons_per_pixel:.0f} photons/pixel")
     for col in ("method", "phase PSNR (dB)", "SSIM", "ms per frame"):
         table.add_column(col, justify="right")
     for r in rows:
@@ -86,17 +83,17 @@ def demo(
             f"{r['ms_per_frame']:.0f}",
         )
     console.print(table)
-    _save_figure(run_dir / "demo.png", truth_rad, photons, estimates)
+    _save_figure(run_dir / "demo.png", truth_rad, loaded_capture.y[0, 0], estimates)
     provenance = record(
         {"bench": to_mapping(bench.spec.config), "system": to_mapping(system)},
         seed=seed, command="hil demo", bundle=None if bundle is None else str(bundle),
-        photons_per_pixel=float(photons.mean()), results=rows,
+        photons_per_pixel=photons_per_pixel, results=rows,
     )  # fmt: skip
     (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2))
     console.print(f"wrote {run_dir}/demo.png, capture.h5 and provenance.json")
 
 
-def _save_figure(path: Path, truth: torch.Tensor | None, photons: torch.Tensor, estimates: dict) -> None:
+def _save_figure(path: Path, truth: torch.Tensor | None, cdp: torch.Tensor, estimates: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,7 +101,7 @@ def _save_figure(path: Path, truth: torch.Tensor | None, photons: torch.Tensor, 
 
     from hil.metrics import phase_error
 
-    panels = [("captured CDP (sqrt photons)", photons.clamp_min(0).sqrt(), "gray")]
+    panels = [("captured CDP (sqrt, model units)", cdp.clamp_min(0).sqrt(), "gray")]
     if truth is not None:
         panels.insert(0, ("hidden sample (rad)", truth[0], "twilight"))
     for name, est in estimates.items():

@@ -1,0 +1,40 @@
+"""``hil reconstruct CAPTURE``: the phase from one captured CDP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+
+def reconstruct(
+    capture_file: Path = typer.Argument(..., help="HDF5 file written by hil capture or hil demo."),
+    bundle: Path = typer.Option(None, help="Decode with this bundle's decoder (its mask must be the captured one)."),
+    iterations: int = typer.Option(50, min=1, help="RAAR iterations (without --bundle)."),
+    out: Path = typer.Option(None, help="Phase map output (.npy, radians, (n, n)); default beside the capture."),
+) -> None:
+    """Reconstruct the phase (radians) from one CDP: the bundle's decoder, or RAAR with the range prior."""
+    import time
+
+    import numpy as np
+
+    from hil.bundle import load_bundle
+    from hil.reconstruct import load_capture, reconstruct_bundle, reconstruct_classical
+
+    console = Console()
+    captured = load_capture(capture_file)
+    start = time.perf_counter()
+    if bundle is not None:
+        loaded = load_bundle(bundle, expect_system=captured.system)
+        if not np.allclose(loaded.mask_rad[0].double().numpy(), captured.mask_rad.numpy(), atol=1e-6):
+            raise ValueError(f"{capture_file} was captured with another mask than the one in {bundle}")
+        phase = reconstruct_bundle(loaded, captured.y.float(), captured.photons_per_pixel)
+        method = f"decoder of {bundle}"
+    else:
+        phase = reconstruct_classical(captured.op, captured.y, iterations)
+        method = f"RAAR, {iterations} iterations"
+    ms = 1e3 * (time.perf_counter() - start)
+    out = out or capture_file.with_suffix(".phase.npy")
+    np.save(out, phase[0].double().numpy())
+    console.print(f"{method}: {ms:.0f} ms, {captured.photons_per_pixel:.0f} photons/pixel; wrote {out}")
