@@ -17,7 +17,7 @@ class RecordingSLM:
 
 
 def test_check_reports_every_device(tmp_path, fresh_sim_devices):  # noqa: F811
-    result = CliRunner().invoke(app, ["check", "--config", str(write_bench(tmp_path, sim_bench_document()))], env=WIDE)
+    result = CliRunner().invoke(app, ["check", "--bench", str(write_bench(tmp_path, sim_bench_document()))], env=WIDE)
     assert result.exit_code == 0, result.output
     for text in ("SimulatedBenchSLM", "SimulatedBenchCamera", "HIL-SIM,LSC-1,0001,1.0", "HIL-SIM,TRG-1", "left in"):
         assert text in result.output
@@ -27,7 +27,7 @@ def test_dry_run_validates_without_constructing_devices(tmp_path):
     doc = sim_bench_document()
     doc["slm"] = {"driver": "test_bench_cli:RecordingSLM", "kwargs": {"resolution": [8, 8]}}
     doc["serial"]["shutter"]["port"] = "/dev/does-not-exist"
-    result = CliRunner().invoke(app, ["check", "--dry-run", "--config", str(write_bench(tmp_path, doc))], env=WIDE)
+    result = CliRunner().invoke(app, ["check", "--dry-run", "--bench", str(write_bench(tmp_path, doc))], env=WIDE)
     assert result.exit_code == 0, result.output
     assert "RecordingSLM" in result.output and "/dev/does-not-exist" in result.output
     assert CONSTRUCTED == []
@@ -36,9 +36,9 @@ def test_dry_run_validates_without_constructing_devices(tmp_path):
 def test_invalid_config_exits_2_and_device_failure_exits_1(tmp_path, fresh_sim_devices):  # noqa: F811
     doc = sim_bench_document()
     doc["camera"]["exposure_s"] = -1
-    result = CliRunner().invoke(app, ["check", "--config", str(write_bench(tmp_path, doc))], env=WIDE)
+    result = CliRunner().invoke(app, ["check", "--bench", str(write_bench(tmp_path, doc))], env=WIDE)
     assert result.exit_code == 2 and "invalid bench config" in result.output and "exposure_s" in result.output
     doc = sim_bench_document()
     doc["serial"]["shutter"]["port"] = str(tmp_path / "no-such-tty")
-    result = CliRunner().invoke(app, ["check", "--config", str(write_bench(tmp_path, doc))], env=WIDE)
+    result = CliRunner().invoke(app, ["check", "--bench", str(write_bench(tmp_path, doc))], env=WIDE)
     assert result.exit_code == 1 and "device check failed" in result.output and "cannot open port" in result.output

@@ -15,7 +15,7 @@ from hil.config import ConfigError
 
 
 def check(
-    config: Path = typer.Option(DEFAULT_BENCH, help="Bench config (YAML)."),
+    config: Path = typer.Option(DEFAULT_BENCH, "--bench", "--config", help="Bench config (YAML)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config and print the plan; touch no device."),
 ) -> None:
     """Connect to each device (SLM, camera, serial accessories), report identity and status, leave
