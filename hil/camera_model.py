@@ -87,11 +87,6 @@ class CameraModel:
     def __init__(self, spec: CameraSpec) -> None:
         self.spec = spec
 
-    def photons(self, y: torch.Tensor, photons_per_pixel: float | None = None) -> torch.Tensor:
-        """Expected photons per pixel: ``y`` scaled to the budget (``y`` itself when noiseless)."""
-        budget = self.spec.photons_per_pixel if photons_per_pixel is None else photons_per_pixel
-        return y if budget is None else scale_to_photons(y, budget)
-
     def expose(
         self,
         y: torch.Tensor,
@@ -129,12 +124,6 @@ class CameraModel:
         if spec.adc_bits is not None and quantise:
             adu = torch.round(adu).clamp(0, spec.max_adu)
         return bin_pixels(adu, spec.binning)
-
-    def saturated(self, frames_adu: torch.Tensor) -> torch.Tensor:
-        """Boolean mask of pixels at the ADC ceiling (or the binned ceiling)."""
-        if self.spec.max_adu is None:
-            return torch.zeros_like(frames_adu, dtype=torch.bool)
-        return frames_adu >= self.spec.max_adu * self.spec.binning**2
 
     def to_photons(self, frames_adu: torch.Tensor) -> torch.Tensor:
         """Photon estimate per (binned) pixel from frames: remove offset, gain and QE."""
