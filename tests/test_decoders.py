@@ -67,7 +67,7 @@ def test_teacher_has_continuous_masks_and_more_parameters():
 
 
 def test_gates_follow_photon_level_at_init():
-    dec = UnrolledDecoder(N, DecoderConfig(stages=2, refine_steps=1))
+    dec = UnrolledDecoder(N, DecoderConfig(stages=2, refine_steps=1)).requires_grad_(False)
     low, high = torch.tensor([-1.0]), torch.tensor([2.0])
     assert float(dec.residual_gate(0, low)) > float(dec.residual_gate(0, high))  # CNN shrinks as photons rise
     assert float(dec.refine_gate(0, low)) < float(dec.refine_gate(0, high))  # data consistency grows
