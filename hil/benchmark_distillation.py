@@ -56,7 +56,8 @@ class DistillationBenchmark:
 def _student_variants(cfg: DistillationBenchmark) -> dict[str, TrainConfig]:
     """Run name -> config of every student run (teacher path filled in)."""
     teacher_bundle = str(Path(cfg.out_dir) / "teacher" / "bundle")
-    base = load_train_config(cfg.student_config, steps=cfg.student_steps)
+    # equal step counts for every student (the config's wall-clock cap would give the slower KD runs fewer)
+    base = dataclasses.replace(load_train_config(cfg.student_config, steps=cfg.student_steps), time_budget_s=None)
     kd = dataclasses.replace(base.distillation, teacher=teacher_bundle)
     nokd = dataclasses.replace(base.distillation, teacher="")
     runs = {}
