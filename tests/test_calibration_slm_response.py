@@ -1,0 +1,49 @@
+"""SLM phase response by two-region interference recovers the simulated SLM's hidden stroke."""
+
+import math
+
+import numpy as np
+import pytest
+from test_calibration_setup import small_bench
+
+from calibration.frame_log import FrameLog
+from calibration.slm_response import fit_phase_step, half_fields, measure_slm_response, response_from_steps
+from hil.bench import Bench
+from hil.bench_config import load_bench
+from hil.slm_model import SLMSpec
+
+
+def test_reduced_stroke_is_measured_at_every_level(tmp_path):
+    cfg = small_bench(tmp_path, n=16, bitdepth=4, slm={"phase_range_rad": 0.8 * 2 * math.pi})
+    with Bench.from_config(cfg) as bench, FrameLog(tmp_path / "s.h5", "slm-response", {}) as log:
+        result = measure_slm_response(bench, log)
+        truth = np.asarray(bench.slm.slm.gamma_sim)
+        assert (bench.slm.slm.display == 15).all()  # blanked afterwards (phase 0 is the top level)
+    np.testing.assert_allclose(result.gamma, truth, atol=3e-3)  # units of 2π
+    assert result.phase_range_rad == pytest.approx(0.8 * 2 * math.pi, rel=5e-3)
+    assert result.min_contrast > 0.95
+    spec = SLMSpec(bitdepth=4, gamma=tuple(result.system_keys()["gamma"]))
+    realised = np.mod(-2 * math.pi * truth, 2 * math.pi)
+    error = np.angle(np.exp(1j * (spec.level_phases() - realised)))
+    assert np.abs(error).max() < 0.02  # radians
+
+
+def test_sparse_levels_are_interpolated_on_an_8_bit_slm(tmp_path):
+    cfg = small_bench(tmp_path, n=16, bitdepth=8, slm={"phase_range_rad": 0.9 * 2 * math.pi}, read_noise_e=2.0)
+    with Bench.from_config(cfg) as bench, FrameLog(tmp_path / "s.h5", "slm-response", {}) as log:
+        result = measure_slm_response(bench, log, levels=list(range(0, 256, 15)), frames=2)
+        truth = np.asarray(bench.slm.slm.gamma_sim)
+    assert len(result.gamma) == 256 and result.measured_levels[-1] == 255
+    np.testing.assert_allclose(result.gamma, truth, atol=5e-3)
+
+
+def test_phase_step_fit_and_unwrapping(tmp_path):
+    system = load_bench(small_bench(tmp_path, n=16)).system
+    a, b = half_fields(system)
+    for step in (-3.0, -1.0, 0.5, 2.9):
+        frame = 7.0 * np.abs(a + np.exp(1j * step) * b) ** 2 + 100.0
+        fitted, contrast, residual = fit_phase_step(frame, a, b)
+        assert fitted == pytest.approx(step, abs=1e-9) and contrast == pytest.approx(1.0) and residual < 1e-9
+    levels = np.arange(0, 16, 3)
+    steps = np.angle(np.exp(-1j * 2 * math.pi * 0.07 * levels))  # wrapped, gamma_sign -1: gamma = 0.07 g
+    np.testing.assert_allclose(response_from_steps(steps, levels, 16, 0), 0.07 * np.arange(16), atol=1e-12)
