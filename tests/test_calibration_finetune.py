@@ -1,0 +1,72 @@
+"""Fine-tuning a student on captures from a bench with an aberration it never saw."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_calibration_setup import small_bench
+
+from calibration.finetune import FinetuneSettings, finetune_bundle
+from hil import objects
+from hil.bench import Bench
+from hil.bench_config import load_bench
+from hil.bundle import load_bundle, save_bundle
+from hil.capture import CaptureSettings, capture_cdp
+from hil.decoders import DecoderConfig
+from hil.training import TrainConfig, build_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is ten times faster than two on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """A student bundle for a 16 x 16 system and 8 captures of different samples through defocus and astigmatism."""
+    tmp = tmp_path_factory.mktemp("ft")
+    bench_cfg = small_bench(tmp, n=16, slm={"aberration_rad": [0.8, 0.3]})
+    spec_system = load_bench(bench_cfg).system
+    cfg = TrainConfig(role="student", decoder=DecoderConfig(stages=2, channels=8, refine_steps=1, warm_iterations=30))
+    bundle = save_bundle(tmp / "bundle", build_model(cfg, spec_system).system, cfg, spec_system, metrics={})
+    mask = load_bundle(bundle).mask_rad[0].double().numpy()
+    rng = np.random.default_rng(0)
+    paths = []
+    with Bench.from_config(bench_cfg) as bench:
+        for i in range(8):
+            make = objects.phase_screen if i % 2 else objects.cells
+            bench.slm.slm.set_sample(np.pi * make(16, rng).astype(np.float64))
+            paths.append(capture_cdp(bench, mask, CaptureSettings(frames=2, dark_frames=1), tmp / f"c{i}.h5").path)
+    return bundle, paths
+
+
+def test_heldout_consistency_improves_and_a_new_bundle_is_written(captured, tmp_path):
+    bundle, paths = captured
+    before = (bundle / "decoder.safetensors").read_bytes()
+    result = finetune_bundle(bundle, paths, tmp_path / "tuned", FinetuneSettings(steps=40, lr=1e-3, holdout=2))
+    assert result.heldout_loss_after < 0.97 * result.heldout_loss_before
+    assert result.train_loss_after < result.train_loss_before and result.best_step > 0
+    assert len(result.train_captures) == 6 and len(result.heldout_captures) == 2
+    assert (bundle / "decoder.safetensors").read_bytes() == before  # the source is untouched
+    tuned = load_bundle(tmp_path / "tuned")
+    assert np.array_equal(tuned.mask_rad.numpy(), load_bundle(bundle).mask_rad.numpy())
+    manifest = json.loads((tmp_path / "tuned" / "bundle.json").read_text())
+    assert manifest["finetune"]["source_bundle"] == str(bundle.resolve())
+    assert len(manifest["finetune"]["captures_sha256"]) == 8
+    assert manifest["finetune"]["result"]["heldout_loss_after"] == pytest.approx(result.heldout_loss_after)
+
+
+def test_refuses_to_overwrite_and_names_bad_captures(captured, tmp_path):
+    bundle, paths = captured
+    with pytest.raises(ValueError, match="never overwrites"):
+        finetune_bundle(bundle, paths, bundle, FinetuneSettings(steps=1))
+    with pytest.raises(FileNotFoundError, match="capture file does not exist"):
+        finetune_bundle(bundle, [tmp_path / "missing.h5"], tmp_path / "t", FinetuneSettings(steps=1))
+    with pytest.raises(ValueError, match="leaves no training capture"):
+        finetune_bundle(bundle, paths[:2], tmp_path / "t", FinetuneSettings(steps=1, holdout=2))
