@@ -7,7 +7,7 @@ import sys
 import typer
 
 from drivers.errors import DeviceError
-from hil.cli import benchmark, capture, check, demo, deploy, reconstruct, train
+from hil.cli import benchmark, calibrate, capture, check, demo, deploy, finetune, reconstruct, train
 
 app = typer.Typer(
     name="hil",
@@ -22,6 +22,8 @@ app.command("check")(check.check)
 app.command("deploy")(deploy.deploy)
 app.command("capture")(capture.capture)
 app.command("reconstruct")(reconstruct.reconstruct)
+app.add_typer(calibrate.app, name="calibrate")
+app.command("finetune")(finetune.finetune)
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TimeoutError, ConnectionError, DeviceError)
