@@ -39,7 +39,8 @@ def _write_yaml(path: Path, data: dict) -> None:
     import yaml
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(json.loads(json.dumps(data, default=float)), sort_keys=False))
+    plain = json.loads(json.dumps(data, default=float))
+    path.write_text(yaml.safe_dump(plain, sort_keys=False, default_flow_style=None, width=100))
 
 
 def _update_system(path: Path, section: str, values: dict, console: Console) -> None:
