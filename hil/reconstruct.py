@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import torch
 
+from calibration.geometry import Registration
 from hil.bundle import Bundle
 from hil.camera_model import CameraSpec
 from hil.config import ConfigError, from_mapping
@@ -61,8 +62,12 @@ class LoadedCapture:
     y: torch.Tensor  # (1, 1, Hd, Wd) model units
 
 
-def load_capture(path: str | Path) -> LoadedCapture:
-    """Read a file written by :func:`hil.capture.capture_cdp`; a clear error names what is missing."""
+def load_capture(path: str | Path, registration: Registration | None = None) -> LoadedCapture:
+    """Read a file written by :func:`hil.capture.capture_cdp`; a clear error names what is missing.
+
+    ``registration`` (from ``hil calibrate geometry``) resamples the camera frame onto the model's
+    detector grid first; without it the frame must already be on that grid.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: capture file does not exist")
@@ -84,5 +89,7 @@ def load_capture(path: str | Path) -> LoadedCapture:
         raise ValueError(str(exc)) from None
     mask_rad = torch.from_numpy(np.asarray(mask, dtype=np.float64))
     op = system.geometry().operator(SLMModel(system.slm).transmittance(mask_rad[None]))
+    if registration is not None:
+        cdp_adu = registration.resample(cdp_adu)
     photons = frame_to_photons(cdp_adu, camera)
     return LoadedCapture(system, mask_rad, float(photons.mean()), op, to_model_units(op, photons))

@@ -13,17 +13,21 @@ def reconstruct(
     bundle: Path = typer.Option(None, help="Decode with this bundle's decoder (its mask must be the captured one)."),
     iterations: int = typer.Option(50, min=1, help="RAAR iterations (without --bundle)."),
     out: Path = typer.Option(None, help="Phase map output (.npy, radians, (n, n)); default beside the capture."),
+    registration: Path = typer.Option(
+        None, help="Camera-to-model registration (hil calibrate geometry) for frames not on the model grid."
+    ),
 ) -> None:
     """Reconstruct the phase (radians) from one CDP: the bundle's decoder, or RAAR with the range prior."""
     import time
 
     import numpy as np
 
+    from calibration.geometry import load_registration
     from hil.bundle import load_bundle
     from hil.reconstruct import load_capture, reconstruct_bundle, reconstruct_classical
 
     console = Console()
-    captured = load_capture(capture_file)
+    captured = load_capture(capture_file, None if registration is None else load_registration(registration))
     start = time.perf_counter()
     if bundle is not None:
         loaded = load_bundle(bundle, expect_system=captured.system)
