@@ -324,6 +324,8 @@ def _grad_norms(cfg: DistillationBenchmark, png: Path) -> dict[str, Any]:
                 rows = list(csv.DictReader(fh))
             steps = np.array([int(r["step"]) for r in rows])
             norms = np.array([float(r["mask_grad_norm"]) for r in rows])
+            finite = np.isfinite(norms)  # skipped (non-finite) updates are left out
+            steps, norms = steps[finite], norms[finite]
             window = min(20, len(norms))
             smooth = np.convolve(norms, np.ones(window) / window, mode="valid")
             label = (
@@ -334,6 +336,7 @@ def _grad_norms(cfg: DistillationBenchmark, png: Path) -> dict[str, Any]:
             summary[f"{kind}_s{seed}"] = {
                 "median_first_quarter": float(np.median(norms[:quarter])),
                 "median_last_quarter": float(np.median(norms[-quarter:])),
+                "non_finite_steps": int((~finite).sum()),
             }
     ax.set_xlabel("training step")
     ax.set_ylabel("‖∂loss/∂mask‖ (20-step mean)")
