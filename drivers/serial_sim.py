@@ -17,6 +17,7 @@ import argparse
 import os
 import pty
 import select
+import signal
 import threading
 import time
 import tty
@@ -256,6 +257,17 @@ class PtyFirmware:
         self.close()
 
 
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM end the server cleanly (pty closed, link removed), even when the process
+    was started with SIGINT ignored, as background jobs and nohup start it."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serve a simulated accessory on a pty until Ctrl-C (prints the port to open)."""
     parser = argparse.ArgumentParser(prog="python -m drivers.serial_sim", description=main.__doc__)
@@ -264,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state", help="JSON file holding the device state")
     parser.add_argument("--delay-s", type=float, default=0.0, help="reply latency")
     args = parser.parse_args(argv)
+    _stop_on_signals()
     firmware = FIRMWARE[args.device](state_path=args.state)
     try:
         with PtyFirmware(firmware, link=args.link, delay_s=args.delay_s) as server:

@@ -103,11 +103,12 @@ def test_limits_checked_before_io(bench_file):
 
 def test_failed_open_leaves_nothing_on(bench_file):
     path, state = bench_file
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
     simulated_device("sim-trigger://").unplug()
     with pytest.raises(DeviceDisconnected, match="cannot open port"), Bench.from_config(path):
         pass
     assert _shutter_state(state)["shutter"] == "CLOSED"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
 
 
 def test_first_ctrl_c_waits_for_the_exchange_second_one_does_not(bench_file):
