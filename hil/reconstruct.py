@@ -14,6 +14,7 @@ from calibration.geometry import Registration
 from hil.bundle import Bundle
 from hil.camera_model import CameraSpec
 from hil.config import ConfigError, from_mapping
+from hil.distill_eval import decode
 from hil.optics import CDPOperator
 from hil.slm_model import SLMModel
 from hil.solvers import solve
@@ -42,13 +43,11 @@ def reconstruct_classical(op: CDPOperator, y: torch.Tensor, iterations: int = 50
     return torch.angle(solve("raar", op, y, iterations=iterations, seed=seed))
 
 
-@torch.no_grad()
 def reconstruct_bundle(bundle: Bundle, y: torch.Tensor, photons_per_pixel: float) -> torch.Tensor:
     """The bundle's decoder on CDPs made with its own mask; phase in radians ``(B, n, n)``."""
     system = bundle.system.eval()
     op = system.operator()
-    photons = torch.full((y.shape[0],), float(photons_per_pixel))
-    return system(op, y.to(op.masks.real.dtype), photons).phase_rad
+    return decode(system, op, y.to(op.masks.real.dtype), float(photons_per_pixel))
 
 
 @dataclass
