@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo demo-student test lint clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/hil demo
+
+# Train a student (no teacher, about 7 CPU-minutes) and deploy it on the simulated bench.
+demo-student: $(STAMP)
+	$(BIN)/hil train configs/train_student_nokd.yaml --out runs/train_student_nokd
+	$(BIN)/hil demo --bundle runs/train_student_nokd/bundle
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
