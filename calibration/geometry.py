@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import torch
 
-from calibration.frame_log import FrameLog
 from hil.bench import Bench
+from hil.frame_log import FrameLog
 from hil.slm_model import SLMModel
 from hil.system_config import SystemConfig
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from calibration.frame_log import FrameLog
 from calibration.geometry import Registration
 from hil.bench import Bench
+from hil.frame_log import FrameLog
 from hil.system_config import SystemConfig
 
 TWO_PI = 2 * math.pi

@@ -1,25 +1,23 @@
 """Capture a coded diffraction pattern on a bench: dark frames, averaged frames, saturation, storage.
 
-Every frame goes to an HDF5 file as soon as it is read (datasets ``dark`` and ``frames``, shape
-``(count, height, width)``, with a per-frame timestamp), so an error or Ctrl-C later in the
-sequence loses nothing already captured. The file's attributes hold the provenance: exposure,
-mask, bench and system configs, versions, git commit.
+Every frame goes to an HDF5 file as soon as it is read (:class:`hil.frame_log.FrameLog`: datasets
+``dark/00000``, ``frames/00000``, ... each ``(height, width)`` with its timestamp), so an error or
+Ctrl-C later in the sequence loses nothing already captured. The file's attributes hold the
+provenance: exposure, mask, bench and system configs, versions, git commit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from hil.bench import Bench
 from hil.config import to_mapping
-from hil.provenance import record
+from hil.frame_log import FrameLog
 
 
 class SaturationError(RuntimeError):
@@ -65,16 +63,15 @@ def _saturation_level(camera: object) -> float:
     return float(getattr(camera, "bitresolution", 2 ** getattr(camera, "bitdepth", 16)) - 1)
 
 
-def _record_frames(h5: h5py.File, name: str, bench: Bench, count: int, shape: tuple[int, int]) -> np.ndarray:
-    frames = h5.create_dataset(name, shape=(count, *shape), dtype="f8")
-    stamps = h5.create_dataset(f"{name}_time_unix_s", shape=(count,), dtype="f8")
-    for i in range(count):
-        frame = np.asarray(bench.capture(), dtype=np.float64)
+def _grab(bench: Bench, log: FrameLog, group: str, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    """``count`` frames into ``log`` as they arrive; returns them stacked ``(count, height, width)``."""
+    frames = []
+    for _ in range(count):
+        frame = log.add(group, bench.capture())
         if frame.shape != shape:
             raise ValueError(f"camera frame shape {frame.shape} (height, width) changed from {shape}")
-        frames[i], stamps[i] = frame, time.time()
-        h5.flush()
-    return frames[()]
+        frames.append(frame)
+    return np.stack(frames)
 
 
 def capture_cdp(bench: Bench, mask_rad: np.ndarray, settings: CaptureSettings, path: Path) -> CaptureResult:
@@ -89,31 +86,27 @@ def capture_cdp(bench: Bench, mask_rad: np.ndarray, settings: CaptureSettings, p
     exposure_s = float(bench.camera.get_exposure()) if exposure_s is None else exposure_s
     bench.show_mask(mask_rad)
     shape = tuple(np.asarray(bench.capture()).shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as h5:
-        h5.attrs["provenance_json"] = json.dumps(
-            record(
-                {"capture": to_mapping(settings), "bench": to_mapping(bench.spec.config)},
-                seed=bench.spec.config.seed,
-                exposure_s=exposure_s,
-                mask_sha256=hashlib.sha256(np.ascontiguousarray(mask_rad, dtype=np.float64).tobytes()).hexdigest(),
-            )
-        )
+    settings_record = {"capture": to_mapping(settings), "bench": to_mapping(bench.spec.config)}
+    with FrameLog(path, "capture", settings_record, seed=bench.spec.config.seed) as log:
         camera_spec = getattr(bench.camera, "spec", bench.spec.system.camera)
-        h5.attrs["system_json"] = json.dumps(to_mapping(bench.spec.system))
-        h5.attrs["camera_spec_json"] = json.dumps(to_mapping(camera_spec))
-        h5.attrs["exposure_s"] = exposure_s
-        h5.create_dataset("mask_rad", data=np.asarray(mask_rad, dtype=np.float64))
+        mask_bytes = np.ascontiguousarray(mask_rad, dtype=np.float64).tobytes()
+        log.set_attrs(
+            system_json=json.dumps(to_mapping(bench.spec.system)),
+            camera_spec_json=json.dumps(to_mapping(camera_spec)),
+            exposure_s=exposure_s,
+            mask_sha256=hashlib.sha256(mask_bytes).hexdigest(),
+        )
+        log.store("mask_rad", np.asarray(mask_rad, dtype=np.float64))
         bench.light_off()
-        dark = _record_frames(h5, "dark", bench, settings.dark_frames, shape) if settings.dark_frames else None
+        dark = _grab(bench, log, "dark", settings.dark_frames, shape) if settings.dark_frames else None
         bench.light_on()
         try:
-            frames = _record_frames(h5, "frames", bench, settings.frames, shape)
+            frames = _grab(bench, log, "frames", settings.frames, shape)
         finally:
             bench.light_off()
         level = _saturation_level(bench.camera)
         saturated = float((frames >= level).mean(axis=(1, 2)).max())
-        h5.attrs["saturated_fraction"] = saturated
+        log.set_attrs(saturated_fraction=saturated)
         if saturated > settings.max_saturated_fraction:
             raise SaturationError(
                 f"{saturated:.2%} of pixels saturated (>= {level:g} ADU) at exposure {exposure_s:g} s, "
@@ -122,5 +115,5 @@ def capture_cdp(bench: Bench, mask_rad: np.ndarray, settings: CaptureSettings, p
             )
         dark_mean = dark.mean(axis=0) if dark is not None else np.zeros(shape)
         cdp = frames.mean(axis=0) - dark_mean
-        h5.create_dataset("cdp_adu", data=cdp)
+        log.store("cdp_adu", cdp)
     return CaptureResult(cdp, dark_mean, exposure_s, saturated, path)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from test_calibration_setup import small_bench
 
-from calibration.frame_log import FrameLog
 from calibration.geometry import load_registration, measure_geometry, model_cdp, register
 from hil.bench import Bench
 from hil.bench_config import load_bench
+from hil.frame_log import FrameLog
 
 
 def _render(system, mask_rad: np.ndarray, camera_to_model: np.ndarray, camera_shape: tuple[int, int]) -> np.ndarray:

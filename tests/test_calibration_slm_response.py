@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from test_calibration_setup import small_bench
 
-from calibration.frame_log import FrameLog
 from calibration.slm_response import fit_phase_step, half_fields, measure_slm_response, response_from_steps
 from hil.bench import Bench
 from hil.bench_config import load_bench
+from hil.frame_log import FrameLog
 from hil.slm_model import SLMSpec
 
 

@@ -31,6 +31,10 @@ def _mask(n: int = 64) -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 2 * math.pi, (n, n))
 
 
+def _stack(group: h5py.Group) -> np.ndarray:
+    return np.stack([group[k][()] for k in sorted(group)])
+
+
 def _shutter_state() -> dict:
     return simulated_device("sim-shutter://").firmware.state
 
@@ -41,11 +45,13 @@ def test_capture_stores_every_frame_and_subtracts_the_dark(tmp_path):
         result = capture_cdp(bench, _mask(), CaptureSettings(frames=3, dark_frames=2), tmp_path / "c.h5")
         assert _shutter_state()["shutter"] == "CLOSED" and _shutter_state()["laser"] == "OFF"
     with h5py.File(result.path) as h5:
-        assert h5["frames"].shape == (3, 128, 128) and h5["dark"].shape == (2, 128, 128)
-        assert np.all(np.diff(h5["frames_time_unix_s"][()]) >= 0)
+        frames, dark = _stack(h5["frames"]), _stack(h5["dark"])
+        assert frames.shape == (3, 128, 128) and dark.shape == (2, 128, 128)
+        stamps = [h5["frames"][k].attrs["time_unix_s"] for k in sorted(h5["frames"])]
+        assert np.all(np.diff(stamps) >= 0)
         assert "git_commit" in h5.attrs["provenance_json"]
-        np.testing.assert_allclose(h5["cdp_adu"][()], h5["frames"][()].mean(0) - h5["dark"][()].mean(0))
-        assert abs(h5["dark"][()].mean() - 100.0) < 0.5  # dark frames: offset only, light off
+        np.testing.assert_allclose(h5["cdp_adu"][()], frames.mean(0) - dark.mean(0))
+        assert abs(dark.mean() - 100.0) < 0.5  # dark frames: offset only, light off
     assert abs(result.cdp_adu.mean() - 50.0) < 2.0  # system.yaml: 50 photons/pixel, gain 1, QE 1
     assert result.saturated_fraction == 0.0
 
@@ -57,8 +63,18 @@ def test_saturation_is_reported_and_frames_are_kept(tmp_path):
             capture_cdp(bench, _mask(), CaptureSettings(frames=2, dark_frames=1), tmp_path / "s.h5")
         assert _shutter_state()["shutter"] == "CLOSED"
     with h5py.File(tmp_path / "s.h5") as h5:
-        assert h5["frames"].shape == (2, 128, 128) and h5["frames"][()].max() == 255
+        frames = _stack(h5["frames"])
+        assert frames.shape == (2, 128, 128) and frames.max() == 255
         assert h5.attrs["saturated_fraction"] > 0
+
+
+def test_an_existing_capture_is_never_overwritten(tmp_path):
+    path = tmp_path / "c.h5"
+    path.write_bytes(b"earlier data")
+    with Bench.from_config(_bench_config(tmp_path)) as bench:
+        with pytest.raises(FileExistsError, match="recorded frames are never overwritten"):
+            capture_cdp(bench, _mask(), CaptureSettings(frames=1, dark_frames=0), path)
+    assert path.read_bytes() == b"earlier data"
 
 
 def test_capture_settings_and_grid_mismatch_are_named():

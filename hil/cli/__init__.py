@@ -26,7 +26,7 @@ app.add_typer(calibrate.app, name="calibrate")
 app.command("finetune")(finetune.finetune)
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TimeoutError, ConnectionError, DeviceError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, TimeoutError, ConnectionError, DeviceError)
 
 
 def main() -> None:

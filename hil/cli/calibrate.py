@@ -21,10 +21,9 @@ SAMPLE_OUT = "the sample must be out of the beam (the model assumes a unit objec
 
 def _frames_file(out: Path) -> Path:
     """Where the raw frames go (beside ``out``); an existing one is never overwritten."""
-    frames = out.with_suffix(".frames.h5")
-    if frames.exists():
-        raise ValueError(f"{frames} exists: choose another --out or move it (captured frames are never overwritten)")
-    return frames
+    from hil.frame_log import ensure_new
+
+    return ensure_new(out.with_suffix(".frames.h5"))
 
 
 def _random_mask(n: int, seed: int):
@@ -63,10 +62,10 @@ def radiometry(
     dry_run: bool = DRY_RUN,
 ) -> None:
     """Photon transfer: dark offset (ADU), read noise (e-), gain (ADU/e-), saturation / full well (e-)."""
-    from calibration.frame_log import FrameLog
     from calibration.radiometry import measure_radiometry
     from hil.bench import Bench
     from hil.bench_config import load_bench
+    from hil.frame_log import FrameLog
 
     console = Console()
     spec = load_bench(bench_config)
@@ -109,10 +108,10 @@ def geometry(
     dry_run: bool = DRY_RUN,
 ) -> None:
     """Affine camera-pixel -> model-grid registration (OpenCV ECC) from a known mask's CDP."""
-    from calibration.frame_log import FrameLog
     from calibration.geometry import measure_geometry
     from hil.bench import Bench
     from hil.bench_config import load_bench
+    from hil.frame_log import FrameLog
 
     console = Console()
     spec = load_bench(bench_config)
@@ -146,11 +145,11 @@ def slm_response(
     dry_run: bool = DRY_RUN,
 ) -> None:
     """Phase per gray level (slmsuite gamma, units of 2π) by two-region interference on the CDP camera."""
-    from calibration.frame_log import FrameLog
     from calibration.geometry import load_registration
     from calibration.slm_response import measure_slm_response
     from hil.bench import Bench
     from hil.bench_config import load_bench
+    from hil.frame_log import FrameLog
 
     console = Console()
     spec = load_bench(bench_config)

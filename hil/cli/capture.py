@@ -28,6 +28,7 @@ def capture(
     from hil.bench_config import load_bench
     from hil.bundle import load_bundle
     from hil.capture import CaptureSettings, capture_cdp
+    from hil.frame_log import ensure_new
 
     console = Console()
     if (bundle is None) == (mask is None):
@@ -43,6 +44,7 @@ def capture(
         if mask_rad.shape != (n, n):
             raise ValueError(f"{mask}: mask must have shape ({n}, {n}) (height, width), got {mask_rad.shape}")
     settings = CaptureSettings(frames, dark_frames, exposure_s, max_saturated_fraction)
+    ensure_new(out)  # before any device is touched
     console.print(f"plan: {dark_frames} dark + {frames} light frames, mask {mask_rad.shape}, bench {bench_config}")
     if dry_run:
         console.print("dry run: configs and mask are valid; nothing was sent to any device")

@@ -41,7 +41,7 @@ def demo(
     from hil.reconstruct import load_capture, reconstruct_bundle, reconstruct_classical
 
     console = Console()
-    run_dir = out / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = out / f"demo-{datetime.now():%Y%m%d-%H%M%S-%f}"
     with Bench.from_config(bench_config) as bench:
         system = bench.spec.system
         loaded = load_bundle(bundle, expect_system=system) if bundle is not None else None

@@ -1,5 +1,5 @@
-"""HDF5 log of calibration frames, written frame by frame: an error or Ctrl-C later in a
-procedure loses nothing already captured."""
+"""HDF5 log of bench frames (captures, calibrations), written frame by frame: an error or Ctrl-C
+later in a procedure loses nothing already captured."""
 
 from __future__ import annotations
 
@@ -14,6 +14,16 @@ import numpy as np
 from hil.provenance import record
 
 
+def ensure_new(path: str | Path) -> Path:
+    """``path`` if no file is there yet; recorded frames are never overwritten."""
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(
+            f"{path} exists: choose another output file or move it (recorded frames are never overwritten)"
+        )
+    return path
+
+
 class FrameLog:
     """Frames ``(height, width)`` stored as datasets ``<group>/<index>`` with per-frame attributes.
 
@@ -22,9 +32,9 @@ class FrameLog:
     """
 
     def __init__(self, path: str | Path, procedure: str, settings: dict[str, Any], seed: int | None = None) -> None:
-        self.path = Path(path)
+        self.path = ensure_new(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._h5 = h5py.File(self.path, "w")
+        self._h5 = h5py.File(self.path, "w-")
         self._h5.attrs["procedure"] = procedure
         self._h5.attrs["provenance_json"] = json.dumps(record(settings, seed=seed, procedure=procedure), default=str)
         self._counts: dict[str, int] = {}
@@ -41,10 +51,20 @@ class FrameLog:
         self._h5.flush()
         return frame
 
+    def store(self, name: str, data: np.ndarray) -> None:
+        """A named array beside the frames (e.g. the mask shown, the averaged result)."""
+        self._h5.create_dataset(name, data=data)
+        self._h5.flush()
+
+    def set_attrs(self, **attrs: float | int | str) -> None:
+        """File attributes (scalars or JSON strings), written at once."""
+        for key, value in attrs.items():
+            self._h5.attrs[key] = value
+        self._h5.flush()
+
     def set_result(self, result: dict[str, Any]) -> None:
         """Attach the procedure's result (JSON) once it is known."""
-        self._h5.attrs["result_json"] = json.dumps(result, default=float)
-        self._h5.flush()
+        self.set_attrs(result_json=json.dumps(result, default=float))
 
     def close(self) -> None:
         self._h5.close()
