@@ -7,7 +7,6 @@ Same data, masks and noise draws for every solver; SNR in dB as defined in
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +16,7 @@ from hil.datasets import DataSpec, batch
 from hil.metrics import summarise
 from hil.optics import CDPGeometry, phase_to_field
 from hil.simulate import measure
-from hil.solvers import NO_PRIOR, ObjectConstraint, solve
+from hil.solvers import NO_PRIOR, ObjectConstraint, solve_at_checkpoints
 
 
 @dataclass(frozen=True)
@@ -31,15 +30,8 @@ class ClassicalBenchmark:
 
 
 def _rows_for(name, label, op, y, phase, constraint, checkpoints, masks, snr, photons, init=None):
-    rows, marks = [], {}
-    start = time.perf_counter()
-
-    def callback(it: int, x: torch.Tensor) -> None:
-        if it in checkpoints:
-            marks[it] = (time.perf_counter() - start, torch.angle(x))
-
-    solve(name, op, y, constraint, iterations=max(checkpoints), init=init, callback=callback)
-    for it, (seconds, phase_hat) in sorted(marks.items()):
+    rows = []
+    for it, (seconds, x) in solve_at_checkpoints(name, op, y, checkpoints, constraint, init).items():
         rows.append(
             {
                 "method": label,
@@ -48,7 +40,7 @@ def _rows_for(name, label, op, y, phase, constraint, checkpoints, masks, snr, ph
                 "snr_db": snr,
                 "photons_per_pixel": photons,
                 "ms_per_frame": 1e3 * seconds / phase.shape[0],
-                **summarise(phase_hat, phase),
+                **summarise(torch.angle(x), phase),
             }
         )
     return rows

@@ -26,7 +26,7 @@ from hil.datasets import batch
 from hil.decoders import DecoderConfig, parameter_count
 from hil.distill_eval import decode, ms_per_frame, noisy_cdps, photons_for_snr, reference_mask, twin_check
 from hil.metrics import phase_psnr, phase_ssim
-from hil.solvers import ObjectConstraint, solve
+from hil.solvers import ObjectConstraint, solve, solve_at_checkpoints
 from hil.systems import CodedSystem, point_antisymmetry
 from hil.training import TrainConfig, load_train_config
 
@@ -173,15 +173,9 @@ def classical_rows(cfg: DistillationBenchmark, sets: list[TestSet], geometry, sl
                 ("classical_L", l_op, None if photons is None else photons / n_masks, cfg.classical_l_iterations),
             ):
                 y = noisy_cdps(op, ts.phase_rad, camera, per_frame, cfg.noise_seed)
-                marks = {}
-
-                def callback(it: int, x: torch.Tensor, marks=marks, checkpoints=checkpoints) -> None:
-                    if it in checkpoints:
-                        marks[it] = torch.angle(x)
-
-                solve("raar", op, y, ObjectConstraint(), iterations=max(checkpoints), seed=cfg.noise_seed,
-                      callback=callback)  # fmt: skip
-                for it, phase_hat in sorted(marks.items()):
+                marks = solve_at_checkpoints("raar", op, y, checkpoints, ObjectConstraint(), seed=cfg.noise_seed)
+                for it, (_, x) in marks.items():
+                    phase_hat = torch.angle(x)
                     psnr = phase_psnr(phase_hat, ts.phase_rad)
                     ssim = float(phase_ssim(phase_hat, ts.phase_rad).mean())
                     budget = "equal_total"

@@ -8,7 +8,7 @@ import torch
 from hil.datasets import DataSpec, batch
 from hil.metrics import phase_psnr
 from hil.optics import CDPGeometry, phase_to_field
-from hil.solvers import NO_PRIOR, ObjectConstraint, solve
+from hil.solvers import NO_PRIOR, ObjectConstraint, solve, solve_at_checkpoints
 
 PHASE_ONLY = ObjectConstraint(unit_modulus=True, phase_range_rad=None)
 
@@ -68,3 +68,14 @@ def test_unknown_solver_and_init_are_named():
         solve("gs", op, y)
     with pytest.raises(ValueError, match="unknown init 'zeros'"):
         solve("er", op, y, init="zeros")
+
+
+def test_checkpoints_follow_one_run(objects):
+    op = CDPGeometry(64).operator(_masks(1))
+    y = op.A(phase_to_field(objects[:1]))
+    marks = solve_at_checkpoints("raar", op, y, (5, 20, 50), seed=3)
+    assert list(marks) == [5, 20, 50]
+    times = [seconds for seconds, _ in marks.values()]
+    assert all(0 < a < b for a, b in zip(times, times[1:], strict=False))
+    torch.testing.assert_close(marks[50][1], solve("raar", op, y, iterations=50, seed=3))
+    assert phase_psnr(torch.angle(marks[5][1]), objects[:1]) < phase_psnr(torch.angle(marks[50][1]), objects[:1])

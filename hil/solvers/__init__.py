@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -58,4 +59,27 @@ def solve(
     return SOLVERS[name](op, y, x0, constraint, iterations=iterations, callback=callback, **options)
 
 
-__all__ = ["NO_PRIOR", "SOLVERS", "ObjectConstraint", "solve", "random_start", "spectral_start"]
+def solve_at_checkpoints(
+    name: str,
+    op: CDPOperator,
+    y: torch.Tensor,
+    checkpoints: Sequence[int],
+    constraint: ObjectConstraint | None = None,
+    init: str | None = None,
+    seed: int = 0,
+) -> dict[int, tuple[float, torch.Tensor]]:
+    """One run of :func:`solve` to ``max(checkpoints)`` iterations; for each checkpoint, the seconds
+    elapsed since the start and the objects ``(B, n, n)`` at that iteration (a quality-versus-time curve)."""
+    marks: dict[int, tuple[float, torch.Tensor]] = {}
+    wanted = set(checkpoints)
+    start = time.perf_counter()
+
+    def callback(it: int, x: torch.Tensor) -> None:
+        if it in wanted:
+            marks[it] = (time.perf_counter() - start, x)
+
+    solve(name, op, y, constraint, iterations=max(wanted), init=init, seed=seed, callback=callback)
+    return dict(sorted(marks.items()))
+
+
+__all__ = ["NO_PRIOR", "SOLVERS", "ObjectConstraint", "solve", "solve_at_checkpoints", "random_start", "spectral_start"]
