@@ -94,6 +94,7 @@ class SimulatedBenchCamera(SimulatedCamera):
         if tuple(slm.shape) != geometry.field_shape:
             raise ValueError(f"the simulated SLM must have shape {geometry.field_shape}, got {tuple(slm.shape)}")
         self.detector_shape = geometry.detector_shape
+        self._window = geometry.detector_window()
         self._roi_pixels = geometry.slm_shape[0] * geometry.slm_shape[1]
         self._generator = torch.Generator().manual_seed(seed)
         b = self.spec.binning
@@ -114,10 +115,7 @@ class SimulatedBenchCamera(SimulatedCamera):
             phase = as_numpy(slm._display2phase(slm.display, dtype=np.float64))
             u = as_numpy(slm.source["amplitude_sim"]) * np.exp(1j * (phase + as_numpy(slm.source["phase_sim"])))
         far = centred_fft2(torch.from_numpy(np.asarray(u, dtype=np.complex128)))
-        big_h, big_w = far.shape
-        h, w = self.detector_shape
-        top, left = big_h // 2 - h // 2, big_w // 2 - w // 2
-        return far[top : top + h, left : left + w].abs().square()
+        return far[self._window].abs().square()
 
     def _render(self) -> np.ndarray:
         return bin_pixels(self._intensity(), self.spec.binning).numpy()

@@ -186,6 +186,12 @@ class CDPGeometry:
             return side, side
         return self.field_shape
 
+    def detector_window(self) -> tuple[slice, slice]:
+        """(rows, cols) of the detector inside the propagation grid: its centred ``detector_shape`` window."""
+        big, small = self.field_shape[0], self.detector_shape[0]
+        start = big // 2 - small // 2
+        return slice(start, start + small), slice(start, start + small)
+
     def make_propagator(self) -> Propagator:
         if self.propagator == "fraunhofer":
             return FraunhoferPropagator()
@@ -232,11 +238,6 @@ class CDPOperator:
         if x.dim() != 3 or tuple(x.shape[-2:]) != (n, n):
             raise ValueError(f"objects must have shape (B, {n}, {n}); got {tuple(x.shape)}")
 
-    def _window(self) -> tuple[slice, slice]:
-        big, small = self.geometry.field_shape[0], self.geometry.detector_shape[0]
-        start = big // 2 - small // 2
-        return slice(start, start + small), slice(start, start + small)
-
     def A_linear(self, x: torch.Tensor) -> torch.Tensor:
         """Complex detector fields ``(B, L, Hd, Wd)`` for objects ``x`` of shape ``(B, n, n)``."""
         self._check_object(x)
@@ -251,7 +252,7 @@ class CDPOperator:
         padded[..., start : start + side, start : start + side] = u
         out = self.propagator.forward(padded)
         if self.geometry.detector_shape != self.geometry.field_shape:
-            rows, cols = self._window()
+            rows, cols = self.geometry.detector_window()
             out = out[..., rows, cols]
         return out
 
@@ -265,7 +266,7 @@ class CDPOperator:
             )
         z = as_complex(z).to(self.masks.dtype)
         if geo.detector_shape != geo.field_shape:
-            rows, cols = self._window()
+            rows, cols = self.geometry.detector_window()
             full = z.new_zeros(z.shape[:-2] + geo.field_shape)
             full[..., rows, cols] = z
             z = full
