@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -192,7 +193,9 @@ class CDPGeometry:
         start = big // 2 - small // 2
         return slice(start, start + small), slice(start, start + small)
 
-    def make_propagator(self) -> Propagator:
+    @cached_property
+    def propagation(self) -> Propagator:
+        """The propagator, built once per geometry (its transfer functions are cached across operators)."""
         if self.propagator == "fraunhofer":
             return FraunhoferPropagator()
         return AngularSpectrumPropagator(
@@ -227,7 +230,7 @@ class CDPOperator:
             )
         self.geometry = geometry
         self.masks = masks if masks.is_complex() else phase_to_field(masks)
-        self.propagator = geometry.make_propagator()
+        self.propagator = geometry.propagation
 
     @property
     def n_masks(self) -> int:

@@ -104,3 +104,12 @@ def test_single_snapshot_twin_gives_identical_intensities():
     op = CDPGeometry(n).operator(mu[None])
     torch.testing.assert_close(op.A(twin), op.A(x), rtol=1e-10, atol=1e-10)
     assert (twin - x).abs().max() > 0.5  # a genuinely different object
+
+
+def test_operators_of_one_geometry_share_the_transfer_function():
+    """Training builds an operator per step; the free-space transfer function is computed once."""
+    geometry = CDPGeometry(16, propagator="asm", wavelength_um=0.633, pitch_um=8.0, distance_um=2e4)
+    first, second = geometry.operator(torch.zeros(1, 16, 16)), geometry.operator(torch.ones(1, 16, 16))
+    first.A(torch.ones(1, 16, 16))
+    second.A(torch.ones(1, 16, 16))
+    assert first.propagator is second.propagator and len(first.propagator._cache) == 1
