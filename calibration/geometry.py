@@ -168,13 +168,10 @@ def measure_geometry(
     if frames < 1 or dark_frames < 0:
         raise ValueError(f"need frames >= 1 and dark_frames >= 0, got {frames}, {dark_frames}")
     bench.show_mask(mask_rad)
-    try:
-        bench.light_off()
-        dark = [log.add("dark", bench.capture()) for _ in range(dark_frames)]
-        bench.light_on()
+    bench.light_off()
+    dark = [log.add("dark", bench.capture()) for _ in range(dark_frames)]
+    with bench.lit():
         lit = [log.add("lit", bench.capture()) for _ in range(frames)]
-    finally:
-        bench.light_off()
     frame = np.mean(lit, axis=0) - (np.mean(dark, axis=0) if dark else 0.0)
     registration = register(frame, model_cdp(bench.spec.system, mask_rad))
     log.set_result(registration.to_dict())

@@ -158,13 +158,12 @@ def measure_radiometry(
         bench.light_off()
         dark = np.stack([log.add("dark", bench.capture(), exposure_s=exposure_before_s) for _ in range(dark_frames)])
         lit: list[np.ndarray] = []
-        bench.light_on()
-        for exposure_s in exposures_s:
-            actual_s = bench.set_exposure(exposure_s)
-            frames = [log.add("lit", bench.capture(), exposure_s=actual_s) for _ in range(2 * pairs)]
-            lit.append(np.stack(frames).reshape(pairs, 2, *frames[0].shape))
+        with bench.lit():
+            for exposure_s in exposures_s:
+                actual_s = bench.set_exposure(exposure_s)
+                frames = [log.add("lit", bench.capture(), exposure_s=actual_s) for _ in range(2 * pairs)]
+                lit.append(np.stack(frames).reshape(pairs, 2, *frames[0].shape))
     finally:
-        bench.light_off()
         bench.set_exposure(exposure_before_s)
     top = getattr(bench.camera, "bitresolution", None)
     result = photon_transfer(dark, lit, None if top is None else float(top - 1))

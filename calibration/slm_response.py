@@ -129,26 +129,25 @@ def measure_slm_response(
     right = slice(cols.start + (cols.stop - cols.start) // 2, cols.stop)
     steps, contrasts, residuals = [], [], []
     try:
-        bench.light_on()
-        for level in levels:
-            display = np.full(slm.shape, reference_level, dtype=slm.dtype)
-            display[rows, right] = level
-            slm.set_phase(display, phase_correct=False, settle=True)
-            shots = [log.add("lit", bench.capture(), level=level) for _ in range(frames)]
-            frame = np.mean(shots, axis=0)
-            if registration is not None:
-                frame = registration.resample(frame)
-            if frame.shape != a.shape:
-                raise ValueError(
-                    f"camera frame {frame.shape} (height, width) is not on the model grid {a.shape}: "
-                    "pass a camera-to-model registration"
-                )
-            step, contrast, residual = fit_phase_step(frame, a, b)
-            steps.append(step)
-            contrasts.append(contrast)
-            residuals.append(residual)
+        with bench.lit():
+            for level in levels:
+                display = np.full(slm.shape, reference_level, dtype=slm.dtype)
+                display[rows, right] = level
+                slm.set_phase(display, phase_correct=False, settle=True)
+                shots = [log.add("lit", bench.capture(), level=level) for _ in range(frames)]
+                frame = np.mean(shots, axis=0)
+                if registration is not None:
+                    frame = registration.resample(frame)
+                if frame.shape != a.shape:
+                    raise ValueError(
+                        f"camera frame {frame.shape} (height, width) is not on the model grid {a.shape}: "
+                        "pass a camera-to-model registration"
+                    )
+                step, contrast, residual = fit_phase_step(frame, a, b)
+                steps.append(step)
+                contrasts.append(contrast)
+                residuals.append(residual)
     finally:
-        bench.light_off()
         bench.slm.blank()
     if min(contrasts) < MIN_CONTRAST:
         worst = levels[int(np.argmin(contrasts))]

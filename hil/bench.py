@@ -17,6 +17,8 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -217,6 +219,15 @@ class Bench:
         for accessory in self.serial.values():
             if hasattr(accessory, "emit"):
                 accessory.emit()
+
+    @contextmanager
+    def lit(self) -> Iterator[None]:
+        """Light on for the block and off again on every exit (dark frames are taken outside it)."""
+        self.light_on()
+        try:
+            yield
+        finally:
+            self.light_off()
 
     def light_off(self) -> None:
         """Every light source stops (shutter closed, laser off), e.g. for dark frames; the SLM keeps its mask."""

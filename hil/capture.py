@@ -99,11 +99,8 @@ def capture_cdp(bench: Bench, mask_rad: np.ndarray, settings: CaptureSettings, p
         log.store("mask_rad", np.asarray(mask_rad, dtype=np.float64))
         bench.light_off()
         dark = _grab(bench, log, "dark", settings.dark_frames, shape) if settings.dark_frames else None
-        bench.light_on()
-        try:
+        with bench.lit():
             frames = _grab(bench, log, "frames", settings.frames, shape)
-        finally:
-            bench.light_off()
         level = _saturation_level(bench.camera)
         saturated = float((frames >= level).mean(axis=(1, 2)).max())
         log.set_attrs(saturated_fraction=saturated)

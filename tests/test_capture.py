@@ -68,6 +68,15 @@ def test_saturation_is_reported_and_frames_are_kept(tmp_path):
         assert h5.attrs["saturated_fraction"] > 0
 
 
+def test_light_is_off_after_a_lit_block_that_fails(tmp_path):
+    with Bench.from_config(_bench_config(tmp_path)) as bench:
+        with pytest.raises(RuntimeError, match="camera lost"), bench.lit():
+            assert _shutter_state()["shutter"] == "OPEN" and _shutter_state()["laser"] == "ON"
+            raise RuntimeError("camera lost")
+        assert _shutter_state()["shutter"] == "CLOSED" and _shutter_state()["laser"] == "OFF"
+        assert bench.capture().max() == 0  # dark: the simulated camera sees no light
+
+
 def test_an_existing_capture_is_never_overwritten(tmp_path):
     path = tmp_path / "c.h5"
     path.write_bytes(b"earlier data")
