@@ -209,7 +209,8 @@ class TrainModel(nn.Module):
     def attach_adapters(self, probe: Batch) -> None:
         """Build the feature adapters and pick the most informative teacher mask on ``probe``."""
         with torch.no_grad():
-            out, t_out, t_y, t_photons = _forward_pair(self, probe)
+            _, out = _student_pass(self, probe)
+            _, t_y, t_photons, t_out = _teacher_pass(self, probe)
             importance = leave_one_out_importance(self.teacher, t_y, t_photons, probe.phase_rad)
         self.adapters = build_adapters(out.features, t_out.features).to(probe.phase_rad.device)
         self.teacher_importance_db = [float(v) for v in importance]
@@ -230,29 +231,29 @@ def _measure(system: CodedSystem, op, batch: Batch, camera: CameraSpec, budget: 
     return system.measure(op, batch.phase_rad, batch.amplitude, photons, camera, noise=noise), photons
 
 
-def _forward_pair(model: TrainModel, batch: Batch):
+def _student_pass(model: TrainModel, batch: Batch):
+    """The trained system on ``batch``: its operator and decoder output."""
     op = model.system.operator()
     y, photons = _measure(model.system, op, batch, model.camera, model.budget, 0)
-    out = model.system(op, y, photons)
+    return op, model.system(op, y, photons)
+
+
+def _teacher_pass(model: TrainModel, batch: Batch):
+    """The teacher on ``batch`` (its own noise draw): operator, CDPs, photons per frame, output."""
     t_op = model.teacher.operator()
     t_y, t_photons = _measure(model.teacher, t_op, batch, model.camera, model.teacher_budget, 1)
-    t_out = model.teacher(t_op, t_y, t_photons)
-    return out, t_out, t_y, t_photons
+    return t_op, t_y, t_photons, model.teacher(t_op, t_y, t_photons)
 
 
 def loss_terms(model: TrainModel, batch: Batch) -> dict[str, torch.Tensor]:
     """Loss terms of one batch (``total`` is what is minimised): a pure function of (model, batch)."""
     kd = model.kd
-    op = model.system.operator()
-    y, photons = _measure(model.system, op, batch, model.camera, model.budget, 0)
-    out = model.system(op, y, photons)
+    op, out = _student_pass(model, batch)
     terms = {"recon": reconstruction_loss(out.x, batch.phase_rad, batch.amplitude)}
     total = kd.recon_weight * terms["recon"]
     if model.teacher is not None:
         with torch.no_grad():
-            t_op = model.teacher.operator()
-            t_y, t_photons = _measure(model.teacher, t_op, batch, model.camera, model.teacher_budget, 1)
-            t_out = model.teacher(t_op, t_y, t_photons)
+            t_op, _, _, t_out = _teacher_pass(model, batch)
         terms["cpm"] = cpm_loss(op.masks, t_op.masks, kd.cpm_mode, model.teacher_index)
         terms["feature"] = model.adapters(out.features, t_out.features)
         total = total + kd.cpm_weight * terms["cpm"] + kd.feature_weight * terms["feature"]
