@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hil.bundle import Bundle, load_bundle, save_bundle
-from hil.optics import CDPOperator
-from hil.reconstruct import load_capture
-from hil.systems import CodedSystem
+from hil.bench.reconstruct import load_capture
+from hil.learning.bundle import Bundle, load_bundle, save_bundle
+from hil.learning.coded_system import CodedSystem
+from hil.physics.optics import CDPOperator
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from hil.bench import Bench
-from hil.frame_log import FrameLog
+from hil.bench.bench import Bench
+from hil.bench.frame_log import FrameLog
 
 CLIPPED_PIXELS_MIN = 10  # pixels sharing the top value before it counts as saturation
 FIT_MAX_FRACTION = 0.7  # pixels above this fraction of the saturation signal stay out of the fit

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from calibration.geometry import Registration
-from hil.bench import Bench
-from hil.frame_log import FrameLog
-from hil.system_config import SystemConfig
+from hil.bench.bench import Bench
+from hil.bench.frame_log import FrameLog
+from hil.physics.registration import Registration
+from hil.physics.system import SystemConfig
 
 TWO_PI = 2 * math.pi
 MIN_CONTRAST = 0.3

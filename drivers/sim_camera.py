@@ -2,10 +2,10 @@
 forward model's geometry and a photon-counting sensor.
 
 The camera sees the central ``pad * n`` window (height, width) of the centred unitary FFT of the
-SLM's field on the ``pad * k * n`` grid: exactly :class:`hil.optics.CDPOperator` (and slmsuite's
+SLM's field on the ``pad * k * n`` grid: exactly :class:`hil.physics.optics.CDPOperator` (and slmsuite's
 own simulated camera without an affine map). :meth:`render` returns that intensity in model
 units (``|field|^2``). Frames then go through the sensor of the system config's
-:class:`hil.camera_model.CameraSpec` (overridable per key), scaled by exposure:
+:class:`hil.physics.camera.CameraSpec` (overridable per key), scaled by exposure:
 
 * ``photons_per_pixel`` is the mean photons per detector pixel at ``reference_exposure_s`` when
   a uniform unit-amplitude beam fills the ROI and all light lands in the window; ``null`` gives
@@ -32,10 +32,10 @@ from slmsuite.hardware.slms.simulated import SimulatedSLM
 from slmsuite.misc.xp import as_numpy
 
 from drivers.serial_sim import simulated_device
-from hil.camera_model import CameraModel, CameraSpec, bin_pixels
-from hil.config import ConfigError, from_mapping
-from hil.optics import centred_fft2
-from hil.system_config import SystemConfig, load_system
+from hil.common.config import ConfigError, from_mapping
+from hil.physics.camera import CameraModel, CameraSpec, bin_pixels
+from hil.physics.optics import centred_fft2
+from hil.physics.system import SystemConfig, load_system
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hil import objects
+from hil.data import objects
 
 SAMPLE_KINDS = ("none", "phase_screen", "cells", "resolution_target")
 
@@ -52,7 +52,7 @@ def zernike_aberration(shape: tuple[int, int], coefficients_rad: tuple[float, ..
 
 
 def sample_phase(kind: str, n: int, rng: np.random.Generator, phi_max_rad: float) -> np.ndarray:
-    """Thin phase sample ``(n, n)`` in radians: a generator of :mod:`hil.objects`, a ``.npy`` file, or flat."""
+    """Thin phase sample ``(n, n)`` in radians: a generator of :mod:`hil.data.objects`, a ``.npy`` file, or flat."""
     if kind == "none":
         return np.zeros((n, n))
     if kind in SAMPLE_KINDS:

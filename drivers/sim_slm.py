@@ -1,6 +1,6 @@
 """Simulated SLM of the bench: slmsuite's ``SimulatedSLM`` plus the imperfections it lacks.
 
-Geometry comes from the shared system config (``hil.system_config``): the SLM grid is the
+Geometry comes from the shared system config (``hil.physics.system``): the SLM grid is the
 forward model's zero-padded field grid (``pad * k * n`` square) and light reaches only the
 centred ``k n x k n`` ROI, the image of the sample's aperture. On that ROI the field is
 ``illumination * exp(1j * (aberration + sample)) * exp(1j * SLM phase)``: the sample is a thin
@@ -27,7 +27,7 @@ from slmsuite.misc.xp import as_numpy
 
 from drivers.sim_optics import SAMPLE_KINDS, gaussian_illumination, sample_phase, zernike_aberration
 from drivers.slm import roi_slices
-from hil.system_config import SystemConfig, load_system
+from hil.physics.system import SystemConfig, load_system
 
 TWO_PI = 2 * math.pi
 
@@ -42,7 +42,7 @@ class SimSLMSettings:
         phase_range_rad: true stroke of the SLM over all gray levels (2π: ideal).
         illumination_waist_rel: Gaussian beam amplitude waist in ROI half-widths (None: uniform).
         aberration_rad: Zernike coefficients (radians, Noll j = 4, 5, ...: defocus, astigmatism, ...).
-        sample: ``none``, a generator of hil.objects (``phase_screen``, ``cells``,
+        sample: ``none``, a generator of hil.data.objects (``phase_screen``, ``cells``,
             ``resolution_target``, seeded) or a ``.npy`` file of shape (n, n) in radians.
         sample_phi_max_rad: peak phase of a generated sample.
     """

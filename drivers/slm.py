@@ -1,7 +1,7 @@
 """What the bench needs on top of any slmsuite SLM: masks on a region of interest (ROI) with k x k
 macro-pixels, blanking, read-back of the realised phase, and the settle time.
 
-The ROI is centred on the SLM (plus an offset), exactly as :class:`hil.optics.CDPGeometry` centres
+The ROI is centred on the SLM (plus an offset), exactly as :class:`hil.physics.optics.CDPGeometry` centres
 the object in its zero-padded grid, so the simulated bench and the shared forward model agree.
 Shapes are (height, width); slmsuite's ``resolution`` is (width, height).
 """

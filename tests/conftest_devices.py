@@ -14,8 +14,8 @@ from drivers.serial_sim import forget_simulated_devices
 from drivers.sim_camera import SimulatedBenchCamera
 from drivers.sim_slm import SimulatedBenchSLM
 from drivers.slm import SLMController
-from hil.config import from_mapping
-from hil.system_config import SystemConfig
+from hil.common.config import from_mapping
+from hil.physics.system import SystemConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

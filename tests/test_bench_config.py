@@ -8,8 +8,8 @@ from conftest_devices import REPO, sim_bench_document, write_bench
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hil.bench_config import load_bench
-from hil.config import ConfigError
+from hil.bench.config import load_bench
+from hil.common.config import ConfigError
 
 
 @pytest.mark.filterwarnings("ignore:pyglet not installed")

@@ -3,7 +3,7 @@
 import numpy as np
 from conftest_devices import fresh_sim_devices, sim_bench_document, write_bench  # noqa: F401
 
-from hil.bench import Bench
+from hil.bench.bench import Bench
 
 
 def test_slmsuite_simulators_by_import_path(tmp_path, fresh_sim_devices):  # noqa: F811

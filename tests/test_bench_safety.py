@@ -14,7 +14,7 @@ from conftest_devices import fresh_sim_devices, sim_bench_document, write_bench 
 from drivers.errors import DeviceDisconnected, LimitError
 from drivers.io_guard import atomic_io
 from drivers.serial_sim import simulated_device
-from hil.bench import Bench
+from hil.bench.bench import Bench
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_first_ctrl_c_waits_for_the_exchange_second_one_does_not(bench_file):
 CHILD = """
 import sys
 import numpy as np
-from hil.bench import Bench
+from hil.bench.bench import Bench
 
 slm = None
 try:
@@ -161,6 +161,7 @@ def _wait_for(path, text, timeout_s=60.0):
     raise AssertionError(f"{text!r} never appeared in {path}")
 
 
+@pytest.mark.slow
 def test_signals_during_a_capture_loop_leave_the_bench_safe(tmp_path):
     script = tmp_path / "loop.py"
     script.write_text(CHILD)

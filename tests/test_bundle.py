@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hil.bundle import BundleError, load_bundle, save_bundle
-from hil.decoders import DecoderConfig
-from hil.optics import phase_to_field
-from hil.slm_model import SLMModel
-from hil.systems import CodedSystem
-from hil.training import TrainConfig
+from hil.learning.bundle import BundleError, load_bundle, save_bundle
+from hil.learning.coded_system import CodedSystem
+from hil.learning.decoders import DecoderConfig
+from hil.learning.train_config import TrainConfig
+from hil.physics.optics import phase_to_field
+from hil.physics.slm import SLMModel
 
 N = 16
 

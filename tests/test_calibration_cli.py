@@ -10,14 +10,15 @@ import yaml
 from test_calibration_setup import small_bench
 from typer.testing import CliRunner
 
-from hil.bench import Bench
-from hil.bench_config import load_bench
-from hil.bundle import load_bundle, save_bundle
-from hil.capture import CaptureSettings, capture_cdp
+from hil.bench.bench import Bench
+from hil.bench.capture import CaptureSettings, capture_cdp
+from hil.bench.config import load_bench
 from hil.cli import app
-from hil.decoders import DecoderConfig
-from hil.system_config import load_system
-from hil.training import TrainConfig, build_model
+from hil.learning.bundle import load_bundle, save_bundle
+from hil.learning.decoders import DecoderConfig
+from hil.learning.train_config import TrainConfig
+from hil.learning.training import build_model
+from hil.physics.system import load_system
 
 RUNNER = CliRunner()
 

@@ -9,13 +9,13 @@ import torch
 from test_calibration_setup import small_bench
 
 from calibration.finetune import FinetuneSettings, finetune_bundle
-from hil import objects
-from hil.bench import Bench
-from hil.bench_config import load_bench
-from hil.bundle import load_bundle, save_bundle
-from hil.capture import CaptureSettings, capture_cdp
-from hil.decoders import DecoderConfig
-from hil.training import TrainConfig, build_model
+from hil.bench.bench import Bench
+from hil.bench.capture import CaptureSettings, capture_cdp
+from hil.bench.config import load_bench
+from hil.data import objects
+from hil.learning.bundle import load_bundle, save_bundle
+from hil.learning.decoders import DecoderConfig
+from hil.learning.training import TrainConfig, build_model
 
 
 @pytest.fixture(autouse=True)

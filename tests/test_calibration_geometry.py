@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from test_calibration_setup import small_bench
 
-from calibration.geometry import load_registration, measure_geometry, model_cdp, register
-from hil.bench import Bench
-from hil.bench_config import load_bench
-from hil.frame_log import FrameLog
+from calibration.geometry import measure_geometry, model_cdp, register
+from hil.bench.bench import Bench
+from hil.bench.config import load_bench
+from hil.bench.frame_log import FrameLog
+from hil.physics.registration import load_registration
 
 
 def _render(system, mask_rad: np.ndarray, camera_to_model: np.ndarray, camera_shape: tuple[int, int]) -> np.ndarray:

@@ -9,8 +9,8 @@ from test_calibration_setup import small_bench
 
 from calibration.radiometry import measure_radiometry, photon_transfer
 from drivers.serial_sim import simulated_device
-from hil.bench import Bench
-from hil.frame_log import FrameLog
+from hil.bench.bench import Bench
+from hil.bench.frame_log import FrameLog
 
 SENSOR = {"gain_adu_per_e": 2.0, "dark_offset_adu": 100.0, "read_noise_e": 3.0, "adc_bits": 12, "full_well_e": 1500.0}
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from calibration.yaml_keys import update_section_keys
-from hil.system_config import load_system
+from hil.physics.system import load_system
 
 REPO = Path(__file__).resolve().parents[1]
 

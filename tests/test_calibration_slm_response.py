@@ -7,10 +7,10 @@ import pytest
 from test_calibration_setup import small_bench
 
 from calibration.slm_response import fit_phase_step, half_fields, measure_slm_response, response_from_steps
-from hil.bench import Bench
-from hil.bench_config import load_bench
-from hil.frame_log import FrameLog
-from hil.slm_model import SLMSpec
+from hil.bench.bench import Bench
+from hil.bench.config import load_bench
+from hil.bench.frame_log import FrameLog
+from hil.physics.slm import SLMSpec
 
 
 def test_reduced_stroke_is_measured_at_every_level(tmp_path):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hil.camera_model import (
+from hil.physics.camera import (
     CameraModel,
     CameraSpec,
     bin_pixels,
@@ -14,7 +14,7 @@ from hil.camera_model import (
     scale_to_photons,
     snr_db,
 )
-from hil.optics import CDPGeometry, phase_to_field
+from hil.physics.optics import CDPGeometry, phase_to_field
 
 
 def test_poisson_and_read_noise_statistics():

@@ -10,10 +10,10 @@ import torch
 import yaml
 
 from drivers.serial_sim import simulated_device
-from hil.bench import Bench
-from hil.capture import CaptureSettings, SaturationError, capture_cdp
-from hil.optics import CDPGeometry
-from hil.reconstruct import to_model_units
+from hil.bench.bench import Bench
+from hil.bench.capture import CaptureSettings, SaturationError, capture_cdp
+from hil.bench.reconstruct import to_model_units
+from hil.physics.optics import CDPGeometry
 
 REPO = Path(__file__).resolve().parents[1]
 

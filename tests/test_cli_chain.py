@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hil.bench import Bench
-from hil.bundle import save_bundle
+from hil.bench.bench import Bench
 from hil.cli import app
-from hil.decoders import DecoderConfig
-from hil.system_config import load_system
-from hil.training import TrainConfig, build_model
+from hil.learning.bundle import save_bundle
+from hil.learning.decoders import DecoderConfig
+from hil.learning.training import TrainConfig, build_model
+from hil.physics.system import load_system
 
 RUNNER = CliRunner()
 
@@ -73,7 +73,7 @@ def test_bad_inputs_are_named(bundle, tmp_path):
 
 
 def test_reconstruct_through_a_registration(bundle, tmp_path):
-    from calibration.geometry import Registration
+    from hil.physics.registration import Registration
 
     capture = tmp_path / "c.h5"
     assert _invoke("capture", capture, "--bundle", bundle, "--frames", 1, "--dark-frames", 0).exit_code == 0

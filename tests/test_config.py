@@ -2,8 +2,8 @@
 
 import pytest
 
-from hil.config import ConfigError, load, to_mapping
-from hil.system_config import DEFAULT_SYSTEM, SystemConfig, load_system
+from hil.common.config import ConfigError, load, to_mapping
+from hil.physics.system import DEFAULT_SYSTEM, SystemConfig, load_system
 
 
 def test_default_system_loads_and_round_trips(tmp_path):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from hil.datasets import DataSpec, PhaseObjectDataset, batch
-from hil.objects import SYNTHETIC_KINDS
+from hil.data.datasets import DataSpec, PhaseObjectDataset, batch
+from hil.data.objects import SYNTHETIC_KINDS
 
 
 @pytest.mark.parametrize("source", ["skimage", "lfw", *SYNTHETIC_KINDS])

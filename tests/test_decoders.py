@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from hil.camera_model import CameraSpec
-from hil.decoders import DecoderConfig, UnrolledDecoder, build_decoder, feature_pairs, parameter_count
-from hil.optics import CDPGeometry, phase_to_field
-from hil.slm_model import SLMSpec
-from hil.systems import CodedSystem, photons_per_frame, point_antisymmetry, twin
+from hil.learning.coded_system import CodedSystem, photons_per_frame, point_antisymmetry, twin
+from hil.learning.decoders import DecoderConfig, UnrolledDecoder, build_decoder, feature_pairs, parameter_count
+from hil.physics.camera import CameraSpec
+from hil.physics.optics import CDPGeometry, phase_to_field
+from hil.physics.slm import SLMSpec
 
 N = 16
 

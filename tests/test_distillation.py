@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
-from hil.decoders import DecoderConfig
-from hil.distillation import (
+from hil.common.metrics import phase_psnr
+from hil.learning.coded_system import CodedSystem
+from hil.learning.decoders import DecoderConfig
+from hil.learning.distillation import (
     FeatureAdapters,
     build_adapters,
     cpm_loss,
@@ -15,9 +17,7 @@ from hil.distillation import (
     mask_overlap_loss,
     reconstruction_loss,
 )
-from hil.metrics import phase_psnr
-from hil.optics import CDPGeometry, phase_to_field
-from hil.systems import CodedSystem
+from hil.physics.optics import CDPGeometry, phase_to_field
 
 N = 16
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 import yaml
 
-from hil.distributed import DistContext, any_rank, resolve_device, shard
-from hil.training import build_model, load_train_config
+from hil.learning.distributed import DistContext, any_rank, resolve_device, shard
+from hil.learning.train_config import load_train_config
+from hil.learning.training import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 # Tolerance of the equivalence: gloo sums the two ranks' gradients in another order than one
@@ -90,6 +91,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return state["model"], state["step"]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
     steps = 3
     single = _write_configs(tmp_path, batch_size=4, steps=steps, checkpoint_every=steps)
@@ -111,6 +113,7 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
     assert (tmp_path / "two" / "bundle").is_dir() and not (tmp_path / "two" / "bundle.tmp").exists()
 
 
+@pytest.mark.slow
 def test_killed_two_process_job_resumes_from_its_checkpoint(tmp_path):
     steps = 40
     cfg = _write_configs(tmp_path, batch_size=2, steps=steps, checkpoint_every=5)

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from hil.bench import Bench
-from hil.bench_config import load_bench
+from hil.bench.bench import Bench
+from hil.bench.config import load_bench
 
 pytestmark = pytest.mark.hardware
 

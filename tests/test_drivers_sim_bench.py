@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest_devices import random_mask, small_system, twin
 
-from hil.slm_model import SLMModel
+from hil.physics.slm import SLMModel
 
 NOISELESS = {"sensor": {"photons_per_pixel": None}}
 

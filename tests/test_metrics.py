@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hil.metrics import phase_mae, phase_psnr, phase_ssim, summarise
+from hil.common.metrics import phase_mae, phase_psnr, phase_ssim, summarise
 
 
 def test_global_offset_and_wrap_are_ignored():

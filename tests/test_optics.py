@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hil.optics import AngularSpectrumPropagator, CDPGeometry, phase_to_field
+from hil.physics.optics import AngularSpectrumPropagator, CDPGeometry, phase_to_field
 
 
 def _rand_complex(shape, generator, dtype=torch.float64):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hil.slm_model import SLMModel, SLMSpec
+from hil.physics.slm import SLMModel, SLMSpec
 
 logging.getLogger("slmsuite").setLevel(logging.ERROR)
 

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from hil.datasets import DataSpec, batch
-from hil.metrics import phase_psnr
-from hil.optics import CDPGeometry, phase_to_field
+from hil.common.metrics import phase_psnr
+from hil.data.datasets import DataSpec, batch
+from hil.physics.optics import CDPGeometry, phase_to_field
 from hil.solvers import NO_PRIOR, ObjectConstraint, solve, solve_at_checkpoints
 
 PHASE_ONLY = ObjectConstraint(unit_modulus=True, phase_range_rad=None)

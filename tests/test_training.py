@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import hil.training as training
-from hil.config import ConfigError
-from hil.decoders import DecoderConfig
-from hil.distillation import DistillConfig
-from hil.training import TrainConfig, build_model, load_train_config, loss_terms, make_batch, train
+import hil.learning.training as training
+from hil.common.config import ConfigError, from_mapping
+from hil.learning.decoders import DecoderConfig
+from hil.learning.distillation import DistillConfig
+from hil.learning.train_config import TrainConfig, load_train_config
+from hil.learning.training import build_model, loss_terms, make_batch, train
 
 CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("configs/train_*.yaml"))
 TINY = dict(n=16, steps=6, batch_size=4, val_images=4, val_every=3, checkpoint_every=3, threads=1)
@@ -40,7 +41,7 @@ def test_configs_load_strictly(tmp_path):
     with pytest.raises(ConfigError, match="stepz"):
         load_train_config(bad)
     with pytest.raises(ConfigError, match="one mask"):
-        training.from_mapping(TrainConfig, {"role": "student", "masks": 2})
+        from_mapping(TrainConfig, {"role": "student", "masks": 2})
 
 
 def test_batches_are_a_pure_function_of_seed_and_step():

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hil.provenance import record
+from hil.common.provenance import record
 
 app = typer.Typer(help="Benchmarks; each writes JSON under benchmarks/ and prints a table.", no_args_is_help=True)
 
@@ -24,7 +24,7 @@ def classical(
     """Classical solvers' quality versus iterations at 10/20/30 dB and noiseless, L = 1 and 4."""
     from dataclasses import asdict
 
-    from hil.benchmark_classical import ClassicalBenchmark, markdown_table, run
+    from hil.benchmarks.classical import ClassicalBenchmark, markdown_table, run
 
     console = Console()
     checkpoints = tuple(sorted({c for c in (20, 50, 200, max_iterations) if c <= max_iterations}))
@@ -75,7 +75,7 @@ def distillation(
     test images and noise draws; writes JSON, a Markdown table and the mask-gradient-norm plot."""
     import sys
 
-    from hil.benchmark_distillation import DistillationBenchmark, markdown_table, run
+    from hil.benchmarks.distillation import DistillationBenchmark, markdown_table, run
 
     console = Console()
     cfg = DistillationBenchmark(
@@ -115,7 +115,7 @@ def throughput(
     steps: int = typer.Option(6, min=3, help="Training steps per case (the first is not timed)."),
 ) -> None:
     """Samples per second of `hil train`, one process and under torchrun, per config and size."""
-    from hil.benchmark_throughput import ThroughputCase, markdown_table, measure
+    from hil.benchmarks.throughput import ThroughputCase, markdown_table, measure
 
     console = Console()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from hil.bench_config import DEFAULT_BENCH
+from hil.bench.config import DEFAULT_BENCH
 
 app = typer.Typer(
     help="Calibrate the bench: camera radiometry, camera-to-model geometry, SLM phase response.",
@@ -21,7 +21,7 @@ SAMPLE_OUT = "the sample must be out of the beam (the model assumes a unit objec
 
 def _frames_file(out: Path) -> Path:
     """Where the raw frames go (beside ``out``); an existing one is never overwritten."""
-    from hil.frame_log import ensure_new
+    from hil.bench.frame_log import ensure_new
 
     return ensure_new(out.with_suffix(".frames.h5"))
 
@@ -44,7 +44,7 @@ def _write_yaml(path: Path, data: dict) -> None:
 
 def _update_system(path: Path, section: str, values: dict, console: Console) -> None:
     from calibration.yaml_keys import update_section_keys
-    from hil.system_config import load_system
+    from hil.physics.system import load_system
 
     update_section_keys(path, section, values, validate=load_system)
     console.print(f"updated {section}: {', '.join(values)} in {path}")
@@ -63,9 +63,9 @@ def radiometry(
 ) -> None:
     """Photon transfer: dark offset (ADU), read noise (e-), gain (ADU/e-), saturation / full well (e-)."""
     from calibration.radiometry import measure_radiometry
-    from hil.bench import Bench
-    from hil.bench_config import load_bench
-    from hil.frame_log import FrameLog
+    from hil.bench.bench import Bench
+    from hil.bench.config import load_bench
+    from hil.bench.frame_log import FrameLog
 
     console = Console()
     spec = load_bench(bench_config)
@@ -109,9 +109,9 @@ def geometry(
 ) -> None:
     """Affine camera-pixel -> model-grid registration (OpenCV ECC) from a known mask's CDP."""
     from calibration.geometry import measure_geometry
-    from hil.bench import Bench
-    from hil.bench_config import load_bench
-    from hil.frame_log import FrameLog
+    from hil.bench.bench import Bench
+    from hil.bench.config import load_bench
+    from hil.bench.frame_log import FrameLog
 
     console = Console()
     spec = load_bench(bench_config)
@@ -145,11 +145,11 @@ def slm_response(
     dry_run: bool = DRY_RUN,
 ) -> None:
     """Phase per gray level (slmsuite gamma, units of 2π) by two-region interference on the CDP camera."""
-    from calibration.geometry import load_registration
     from calibration.slm_response import measure_slm_response
-    from hil.bench import Bench
-    from hil.bench_config import load_bench
-    from hil.frame_log import FrameLog
+    from hil.bench.bench import Bench
+    from hil.bench.config import load_bench
+    from hil.bench.frame_log import FrameLog
+    from hil.physics.registration import load_registration
 
     console = Console()
     spec = load_bench(bench_config)

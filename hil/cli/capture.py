@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from hil.bench_config import DEFAULT_BENCH
+from hil.bench.config import DEFAULT_BENCH
 
 
 def capture(
@@ -24,11 +24,11 @@ def capture(
     """Show the mask, record dark and light frames, check saturation; the bench is left safe on every exit."""
     import numpy as np
 
-    from hil.bench import Bench
-    from hil.bench_config import load_bench
-    from hil.bundle import load_bundle
-    from hil.capture import CaptureSettings, capture_cdp
-    from hil.frame_log import ensure_new
+    from hil.bench.bench import Bench
+    from hil.bench.capture import CaptureSettings, capture_cdp
+    from hil.bench.config import load_bench
+    from hil.bench.frame_log import ensure_new
+    from hil.learning.bundle import load_bundle
 
     console = Console()
     if (bundle is None) == (mask is None):

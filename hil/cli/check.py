@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from drivers.errors import DeviceError
-from hil.bench import Bench
-from hil.bench_config import DEFAULT_BENCH, load_bench
-from hil.config import ConfigError
+from hil.bench.bench import Bench
+from hil.bench.config import DEFAULT_BENCH, load_bench
+from hil.common.config import ConfigError
 
 
 def check(

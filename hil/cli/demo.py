@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hil.bench_config import DEFAULT_BENCH
+from hil.bench.config import DEFAULT_BENCH
 
 
 def demo(
@@ -32,13 +32,13 @@ def demo(
     seed: int = typer.Option(0, help="Seed of the random mask (without --bundle)."),
 ) -> None:
     """Deploy a coded phase mask on the bench, capture one CDP, reconstruct the sample's phase."""
-    from hil.bench import Bench
-    from hil.bundle import load_bundle
-    from hil.capture import CaptureSettings, capture_cdp
-    from hil.config import to_mapping
-    from hil.metrics import summarise
-    from hil.provenance import record
-    from hil.reconstruct import load_capture, reconstruct_bundle, reconstruct_classical
+    from hil.bench.bench import Bench
+    from hil.bench.capture import CaptureSettings, capture_cdp
+    from hil.bench.reconstruct import load_capture, reconstruct_bundle, reconstruct_classical
+    from hil.common.config import to_mapping
+    from hil.common.metrics import summarise
+    from hil.common.provenance import record
+    from hil.learning.bundle import load_bundle
 
     console = Console()
     run_dir = out / f"demo-{datetime.now():%Y%m%d-%H%M%S-%f}"
@@ -99,7 +99,7 @@ def _save_figure(path: Path, truth: torch.Tensor | None, cdp: torch.Tensor, esti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hil.metrics import phase_error
+    from hil.common.metrics import phase_error
 
     panels = [("captured CDP (sqrt, model units)", cdp.clamp_min(0).sqrt(), "gray")]
     if truth is not None:

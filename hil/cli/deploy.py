@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from hil.bench_config import DEFAULT_BENCH
+from hil.bench.config import DEFAULT_BENCH
 
 
 def deploy(
@@ -20,11 +20,11 @@ def deploy(
     import numpy as np
     import torch
 
-    from hil.bench import Bench
-    from hil.bench_config import load_bench
-    from hil.bundle import load_bundle
-    from hil.metrics import phase_error
-    from hil.slm_model import SLMModel
+    from hil.bench.bench import Bench
+    from hil.bench.config import load_bench
+    from hil.common.metrics import phase_error
+    from hil.learning.bundle import load_bundle
+    from hil.physics.slm import SLMModel
 
     console = Console()
     spec = load_bench(bench_config)

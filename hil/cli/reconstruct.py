@@ -22,9 +22,9 @@ def reconstruct(
 
     import numpy as np
 
-    from calibration.geometry import load_registration
-    from hil.bundle import load_bundle
-    from hil.reconstruct import load_capture, reconstruct_bundle, reconstruct_classical
+    from hil.bench.reconstruct import load_capture, reconstruct_bundle, reconstruct_classical
+    from hil.learning.bundle import load_bundle
+    from hil.physics.registration import load_registration
 
     console = Console()
     captured = load_capture(capture_file, None if registration is None else load_registration(registration))

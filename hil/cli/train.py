@@ -24,9 +24,9 @@ def train(
     `torchrun --nproc_per_node=N -m hil train CONFIG` (batch_size is per process; rank 0 writes)."""
     import dataclasses
 
-    from hil.distributed import setup, teardown
-    from hil.train_bundle import train_to_bundle
-    from hil.training import load_train_config
+    from hil.learning.distributed import setup, teardown
+    from hil.learning.train_bundle import train_to_bundle
+    from hil.learning.train_config import load_train_config
 
     console = Console()
     cfg = load_train_config(config, seed=seed, steps=steps, device=device)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from hil.optics import CDPOperator
+from hil.physics.optics import CDPOperator
 from hil.solvers.alternating import Callback, error_reduction, hybrid_input_output, raar
 from hil.solvers.constraints import NO_PRIOR, ObjectConstraint
 from hil.solvers.initialisation import random_start, spectral_start

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from hil.optics import CDPOperator
+from hil.physics.optics import CDPOperator
 from hil.solvers.constraints import ObjectConstraint
 
 Callback = Callable[[int, torch.Tensor], None]

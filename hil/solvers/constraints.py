@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hil.metrics import wrap
+from hil.common.metrics import wrap
 
 
 @dataclass(frozen=True)

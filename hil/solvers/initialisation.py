@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from hil.optics import CDPOperator
+from hil.physics.optics import CDPOperator
 
 
 def random_start(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hil.optics import CDPOperator
+from hil.physics.optics import CDPOperator
 from hil.solvers.alternating import Callback
 from hil.solvers.constraints import NO_PRIOR, ObjectConstraint
 

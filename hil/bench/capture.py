@@ -1,6 +1,6 @@
 """Capture a coded diffraction pattern on a bench: dark frames, averaged frames, saturation, storage.
 
-Every frame goes to an HDF5 file as soon as it is read (:class:`hil.frame_log.FrameLog`: datasets
+Every frame goes to an HDF5 file as soon as it is read (:class:`hil.bench.frame_log.FrameLog`: datasets
 ``dark/00000``, ``frames/00000``, ... each ``(height, width)`` with its timestamp), so an error or
 Ctrl-C later in the sequence loses nothing already captured. The file's attributes hold the
 provenance: exposure, mask, bench and system configs, versions, git commit.
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hil.bench import Bench
-from hil.config import to_mapping
-from hil.frame_log import FrameLog
+from hil.bench.bench import Bench
+from hil.bench.frame_log import FrameLog
+from hil.common.config import to_mapping
 
 
 class SaturationError(RuntimeError):
@@ -80,7 +80,7 @@ def capture_cdp(bench: Bench, mask_rad: np.ndarray, settings: CaptureSettings, p
     The light is switched on only for the light frames and off again on every exit path; the
     bench's own context manager still owns the full safe state. The file also holds what
     reconstruction needs: the mask, the system config and the camera's gain and QE
-    (:func:`hil.reconstruct.load_capture`).
+    (:func:`hil.bench.reconstruct.load_capture`).
     """
     exposure_s = bench.set_exposure(settings.exposure_s) if settings.exposure_s is not None else None
     exposure_s = float(bench.camera.get_exposure()) if exposure_s is None else exposure_s

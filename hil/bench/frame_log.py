@@ -11,7 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hil.provenance import record
+from hil.common.provenance import record
 
 
 def ensure_new(path: str | Path) -> Path:

@@ -24,11 +24,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from hil.config import ConfigError, from_mapping, to_mapping
-from hil.provenance import record
-from hil.system_config import SystemConfig
-from hil.systems import CodedSystem
-from hil.training import TrainConfig
+from hil.common.config import ConfigError, from_mapping, to_mapping
+from hil.common.provenance import record
+from hil.learning.coded_system import CodedSystem
+from hil.learning.train_config import TrainConfig
+from hil.physics.system import SystemConfig
 
 FORMAT = "hil-model-bundle"
 FORMAT_VERSION = 1

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from hil.bundle import save_bundle
-from hil.datasets import batch
-from hil.distill_eval import evaluate_system, photons_for_snr, reference_mask
-from hil.distributed import DistContext, setup
-from hil.training import TrainConfig, TrainResult, train
+from hil.data.datasets import batch
+from hil.learning.bundle import save_bundle
+from hil.learning.distributed import DistContext, setup
+from hil.learning.evaluation import evaluate_system, photons_for_snr, reference_mask
+from hil.learning.train_config import TrainConfig
+from hil.learning.training import TrainResult, train
 
 TEST_SNRS_DB = (10.0, 20.0, 30.0)
 

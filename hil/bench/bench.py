@@ -30,7 +30,7 @@ from drivers import io_guard
 from drivers.errors import DeviceError
 from drivers.limits import check_range
 from drivers.slm import SLMController
-from hil.bench_config import DEFAULT_BENCH, BenchSpec, DeviceSpec, load_bench
+from hil.bench.config import DEFAULT_BENCH, BenchSpec, DeviceSpec, load_bench
 
 log = logging.getLogger(__name__)
 SAFE_BUDGET_S = 0.8

@@ -1,7 +1,7 @@
 """End-to-end coded systems: learnable coded phase masks + a decoder.
 
 * teacher: ``L`` continuous masks (no hardware constraint), a larger decoder;
-* student: one mask shown through the shared :class:`~hil.slm_model.SLMModel` (bit depth,
+* student: one mask shown through the shared :class:`~hil.physics.slm.SLMModel` (bit depth,
   range, LUT, macro-pixels, crosstalk; straight-through gradients), a smaller decoder.
 
 Both simulate their measurements with the shared operator and the shared camera model's
@@ -16,10 +16,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from hil.camera_model import CameraModel, CameraSpec
-from hil.decoders import DecoderConfig, DecoderOutput, build_decoder
-from hil.optics import CDPGeometry, CDPOperator, phase_to_field
-from hil.slm_model import SLMModel, SLMSpec
+from hil.learning.decoders import DecoderConfig, DecoderOutput, build_decoder
+from hil.physics.camera import CameraModel, CameraSpec
+from hil.physics.optics import CDPGeometry, CDPOperator, phase_to_field
+from hil.physics.slm import SLMModel, SLMSpec
 from hil.solvers.constraints import ObjectConstraint
 
 Role = Literal["teacher", "student"]
@@ -113,3 +113,10 @@ def twin(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     unit-modulus mask ``μ`` (n, n) on the object grid: same intensities, different object."""
     flipped = torch.flip(mask * x, dims=(-2, -1)).conj()
     return flipped / mask
+
+
+@torch.no_grad()
+def decode(system: CodedSystem, op: CDPOperator, y: torch.Tensor, photons: float | None) -> torch.Tensor:
+    """Phase (B, n, n) decoded by ``system`` from CDPs ``y`` taken at ``photons`` per pixel per frame."""
+    level = None if photons is None else torch.full((y.shape[0],), photons)
+    return system(op, y, level).phase_rad

@@ -10,15 +10,15 @@ import h5py
 import numpy as np
 import torch
 
-from calibration.geometry import Registration
-from hil.bundle import Bundle
-from hil.camera_model import CameraSpec
-from hil.config import ConfigError, from_mapping
-from hil.distill_eval import decode
-from hil.optics import CDPOperator
-from hil.slm_model import SLMModel
+from hil.common.config import ConfigError, from_mapping
+from hil.learning.bundle import Bundle
+from hil.learning.coded_system import decode
+from hil.physics.camera import CameraSpec
+from hil.physics.optics import CDPOperator
+from hil.physics.registration import Registration
+from hil.physics.slm import SLMModel
+from hil.physics.system import SystemConfig
 from hil.solvers import solve
-from hil.system_config import SystemConfig
 
 
 def frame_to_photons(cdp_adu: np.ndarray, camera: CameraSpec) -> torch.Tensor:
@@ -62,7 +62,7 @@ class LoadedCapture:
 
 
 def load_capture(path: str | Path, registration: Registration | None = None) -> LoadedCapture:
-    """Read a file written by :func:`hil.capture.capture_cdp`; a clear error names what is missing.
+    """Read a file written by :func:`hil.bench.capture.capture_cdp`; a clear error names what is missing.
 
     ``registration`` (from ``hil calibrate geometry``) resamples the camera frame onto the model's
     detector grid first; without it the frame must already be on that grid.

@@ -23,7 +23,7 @@ PACKAGES = (
     "safetensors",
     "h5py",
 )
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def package_versions() -> dict[str, str]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hil.camera_model import CameraSpec
-from hil.config import from_mapping, load_yaml
-from hil.datasets import DataSpec
-from hil.optics import CDPGeometry, PropagatorKind
-from hil.slm_model import SLMSpec
+from hil.common.config import from_mapping, load_yaml
+from hil.common.provenance import REPO_ROOT
+from hil.data.datasets import DataSpec
+from hil.physics.camera import CameraSpec
+from hil.physics.optics import CDPGeometry, PropagatorKind
+from hil.physics.slm import SLMSpec
 
-DEFAULT_SYSTEM = Path(__file__).resolve().parents[1] / "configs" / "system.yaml"
+DEFAULT_SYSTEM = REPO_ROOT / "configs" / "system.yaml"
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from hil.decoders import feature_pairs
-from hil.metrics import phase_error, phase_psnr
+from hil.common.metrics import phase_error, phase_psnr
+from hil.learning.decoders import feature_pairs
 
 CPMMode = Literal["informative", "gram", "none"]
 GRAM_LAG_PX = 2

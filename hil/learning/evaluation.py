@@ -14,12 +14,12 @@ import time
 
 import torch
 
-from hil.camera_model import CameraModel, CameraSpec, photons_for_snr_db
-from hil.metrics import phase_psnr, summarise
-from hil.optics import CDPGeometry, CDPOperator, phase_to_field
-from hil.simulate import measure
-from hil.slm_model import SLMModel, SLMSpec
-from hil.systems import Budget, CodedSystem, photons_per_frame, point_antisymmetry, twin
+from hil.common.metrics import phase_psnr, summarise
+from hil.learning.coded_system import Budget, CodedSystem, decode, photons_per_frame, point_antisymmetry, twin
+from hil.physics.camera import CameraModel, CameraSpec, photons_for_snr_db
+from hil.physics.optics import CDPGeometry, CDPOperator, phase_to_field
+from hil.physics.simulate import measure
+from hil.physics.slm import SLMModel, SLMSpec
 
 
 def reference_mask(geometry: CDPGeometry, slm: SLMSpec, seed: int = 0) -> torch.Tensor:
@@ -39,13 +39,6 @@ def noisy_cdps(
     """Real camera frames (Poisson + read noise) of ``phase_rad`` in model units; fixed noise seed."""
     spec = dataclasses.replace(camera, photons_per_pixel=photons)
     return measure(op, phase_rad, CameraModel(spec), generator=torch.Generator().manual_seed(seed))
-
-
-@torch.no_grad()
-def decode(system: CodedSystem, op: CDPOperator, y: torch.Tensor, photons: float | None) -> torch.Tensor:
-    """Phase (B, n, n) decoded by ``system`` from CDPs ``y`` taken at ``photons`` per pixel per frame."""
-    level = None if photons is None else torch.full((y.shape[0],), photons)
-    return system(op, y, level).phase_rad
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from hil.optics import CDPOperator
+from hil.physics.optics import CDPOperator
 from hil.solvers.constraints import ObjectConstraint
 
 DecoderKind = Literal["unrolled", "unet"]

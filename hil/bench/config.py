@@ -4,10 +4,10 @@ Each device is a built-in name or an import path ``package.module:ClassName`` pl
 for its constructor, so a lab plugs in any slmsuite-compatible class without touching the code.
 The bench fills three constructor parameters itself when a class declares them and ``kwargs``
 does not: ``slm`` (the SLM object, for cameras such as slmsuite's simulated one), ``system``
-(the shared :class:`~hil.system_config.SystemConfig`) and ``seed``.
+(the shared :class:`~hil.physics.system.SystemConfig`) and ``seed``.
 
 Validation happens at load time, before any device is touched: unknown keys, wrong types and
-out-of-range values raise :class:`~hil.config.ConfigError` naming the file and the dotted key.
+out-of-range values raise :class:`~hil.common.config.ConfigError` naming the file and the dotted key.
 ``kwargs`` are checked against the constructor's signature (following ``**kwargs`` into base
 classes) and, for built-in drivers, against their ``Settings`` dataclass (types and ranges).
 """
@@ -26,10 +26,11 @@ from typing import Any
 from drivers.errors import LimitError
 from drivers.limits import check_limits_pair, check_range
 from drivers.slm import roi_slices
-from hil.config import ConfigError, from_mapping, load_yaml
-from hil.system_config import SystemConfig, load_system
+from hil.common.config import ConfigError, from_mapping, load_yaml
+from hil.common.provenance import REPO_ROOT
+from hil.physics.system import SystemConfig, load_system
 
-DEFAULT_BENCH = Path(__file__).resolve().parents[1] / "configs" / "bench_sim.yaml"
+DEFAULT_BENCH = REPO_ROOT / "configs" / "bench_sim.yaml"
 BUILTIN_DRIVERS: dict[str, dict[str, str]] = {
     "slm": {"simulated": "drivers.sim_slm:SimulatedBenchSLM"},
     "camera": {

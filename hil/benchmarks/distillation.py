@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from hil.bundle import load_bundle
-from hil.datasets import batch
-from hil.decoders import DecoderConfig, parameter_count
-from hil.distill_eval import decode, ms_per_frame, noisy_cdps, photons_for_snr, reference_mask, twin_check
-from hil.metrics import phase_psnr, phase_ssim
+from hil.common.metrics import phase_psnr, phase_ssim
+from hil.data.datasets import batch
+from hil.learning.bundle import load_bundle
+from hil.learning.coded_system import CodedSystem, decode, point_antisymmetry
+from hil.learning.decoders import DecoderConfig, parameter_count
+from hil.learning.evaluation import ms_per_frame, noisy_cdps, photons_for_snr, reference_mask, twin_check
+from hil.learning.train_config import TrainConfig, load_train_config
 from hil.solvers import ObjectConstraint, solve, solve_at_checkpoints
-from hil.systems import CodedSystem, point_antisymmetry
-from hil.training import TrainConfig, load_train_config
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -78,7 +78,7 @@ def _student_variants(cfg: DistillationBenchmark) -> dict[str, TrainConfig]:
 
 
 def _train_job(cfg: TrainConfig, out: str) -> str:
-    from hil.train_bundle import train_to_bundle
+    from hil.learning.train_bundle import train_to_bundle
 
     torch.set_num_threads(max(cfg.threads, 1))
     _, path = train_to_bundle(cfg, Path(out), progress=False, log=lambda msg: print(f"[{out}] {msg}", flush=True))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from hil.provenance import REPO_ROOT
+from hil.common.provenance import REPO_ROOT
 
 
 @dataclass(frozen=True)

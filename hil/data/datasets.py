@@ -6,7 +6,7 @@ Source names (``DataSpec.sources``):
 * ``lfw``: scikit-image's bundled 200 face crops (25 x 25);
 * ``fashion_mnist``: Fashion-MNIST from the Debian package ``dataset-fashion-mnist``
   (``/usr/share/datasets/fashion-mnist``), 60k train + 10k test;
-* ``cells``, ``phase_screen``, ``resolution_target``: synthetic (see :mod:`hil.objects`);
+* ``cells``, ``phase_screen``, ``resolution_target``: synthetic (see :mod:`hil.data.objects`);
 * ``folder:PATH``: every image file in a folder (read with OpenCV, grayscale);
 * ``npz:PATH[:KEY]`` and ``h5:PATH:DATASET``: stacks of maps ``(K, height, width)``.
 
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hil.objects import SYNTHETIC_KINDS
+from hil.data.objects import SYNTHETIC_KINDS
 
 SPLITS = ("train", "val", "test")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")

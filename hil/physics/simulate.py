@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from hil.camera_model import CameraModel
-from hil.optics import CDPOperator, phase_to_field
+from hil.physics.camera import CameraModel
+from hil.physics.optics import CDPOperator, phase_to_field
 
 
 def measure(

@@ -1,7 +1,7 @@
 """Classical single- and multi-snapshot baselines: quality versus iterations and time.
 
 Same data, masks and noise draws for every solver; SNR in dB as defined in
-:mod:`hil.camera_model` (photons per pixel reported beside it).
+:mod:`hil.physics.camera` (photons per pixel reported beside it).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from hil.camera_model import CameraModel, CameraSpec, photons_for_snr_db
-from hil.datasets import DataSpec, batch
-from hil.metrics import summarise
-from hil.optics import CDPGeometry, phase_to_field
-from hil.simulate import measure
+from hil.common.metrics import summarise
+from hil.data.datasets import DataSpec, batch
+from hil.physics.camera import CameraModel, CameraSpec, photons_for_snr_db
+from hil.physics.optics import CDPGeometry, phase_to_field
+from hil.physics.simulate import measure
 from hil.solvers import NO_PRIOR, ObjectConstraint, solve_at_checkpoints
 
 

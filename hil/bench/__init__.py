@@ -1,0 +1,1 @@
+"""The bench: devices from a config with safe state on every exit, capture, frame log, reconstruction."""

@@ -1,0 +1,1 @@
+"""Shared foundations with no project dependencies: strict YAML configs, provenance, phase metrics."""

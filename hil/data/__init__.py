@@ -1,0 +1,1 @@
+"""Phase objects (synthetic kinds) and offline image sources with deterministic splits."""

@@ -1,0 +1,1 @@
+"""Learned systems: decoders, coded (teacher/student) systems, distillation, training, bundles, evaluation."""
