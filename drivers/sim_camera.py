@@ -1,10 +1,11 @@
 """Simulated Fourier-plane camera of the bench: slmsuite's ``SimulatedCamera`` with the shared
 forward model's geometry and a photon-counting sensor.
 
-The camera sees the central ``pad * n`` window (height, width) of the centred unitary FFT of the
-SLM's field on the ``pad * k * n`` grid: exactly :class:`hil.physics.optics.CDPOperator` (and slmsuite's
-own simulated camera without an affine map). :meth:`render` returns that intensity in model
-units (``|field|^2``). Frames then go through the sensor of the system config's
+The SLM's field on its ``pad * k * n`` grid goes through the system's own optics
+(:meth:`hil.physics.optics.CDPGeometry.detector_field`: the lens's centred unitary FFT and its central
+``pad * n`` window, or free-space propagation), so with imperfections off a frame is exactly
+:class:`hil.physics.optics.CDPOperator` (binning included). :meth:`render` returns that intensity in
+model units (``|field|^2``). Frames then go through the sensor of the system config's
 :class:`hil.physics.camera.CameraSpec` (overridable per key), scaled by exposure:
 
 * ``photons_per_pixel`` is the mean photons per detector pixel at ``reference_exposure_s`` when
@@ -33,8 +34,8 @@ from slmsuite.misc.xp import as_numpy
 
 from drivers.serial_sim import simulated_device
 from hil.common.config import ConfigError, from_mapping
-from hil.physics.camera import CameraModel, CameraSpec, bin_pixels
-from hil.physics.optics import centred_fft2
+from hil.physics.camera import CameraModel, CameraSpec
+from hil.physics.optics import bin_pixels
 from hil.physics.system import SystemConfig, load_system
 
 
@@ -90,20 +91,17 @@ class SimulatedBenchCamera(SimulatedCamera):
         self.settings = SimCameraSettings(**settings)
         self.system = system or load_system()
         self.spec = self.settings.spec(self.system.camera)
-        geometry = self.system.geometry()
+        geometry = dataclasses.replace(self.system.geometry(), binning=self.spec.binning)
         if tuple(slm.shape) != geometry.field_shape:
             raise ValueError(f"the simulated SLM must have shape {geometry.field_shape}, got {tuple(slm.shape)}")
+        self.geometry = geometry
         self.detector_shape = geometry.detector_shape
-        self._window = geometry.detector_window()
         self._roi_pixels = geometry.slm_shape[0] * geometry.slm_shape[1]
         self._generator = torch.Generator().manual_seed(seed)
-        b = self.spec.binning
-        height, width = self.detector_shape
-        if height % b or width % b:
-            raise ValueError(f"binning {b} does not divide the detector {self.detector_shape} (height, width)")
+        height, width = geometry.camera_shape
         bits = self.spec.adc_bits if self.spec.adc_bits is not None and self.spec.adc_bits <= 16 else 16
         self._frame_dtype = np.dtype(np.uint8 if bits <= 8 else np.uint16)
-        super().__init__(slm, resolution=(width // b, height // b), bitdepth=bits, name="SimulatedBenchCamera")
+        super().__init__(slm, resolution=(width, height), bitdepth=bits, name="SimulatedBenchCamera")
         self.set_exposure(exposure_s)
 
     def _intensity(self) -> torch.Tensor:
@@ -114,8 +112,7 @@ class SimulatedBenchCamera(SimulatedCamera):
         else:
             phase = as_numpy(slm._display2phase(slm.display, dtype=np.float64))
             u = as_numpy(slm.source["amplitude_sim"]) * np.exp(1j * (phase + as_numpy(slm.source["phase_sim"])))
-        far = centred_fft2(torch.from_numpy(np.asarray(u, dtype=np.complex128)))
-        return far[self._window].abs().square()
+        return self.geometry.detector_field(torch.from_numpy(np.asarray(u, dtype=np.complex128))).abs().square()
 
     def _render(self) -> np.ndarray:
         return bin_pixels(self._intensity(), self.spec.binning).numpy()

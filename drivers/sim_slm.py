@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+import torch
 from slmsuite.hardware.slms.simulated import SimulatedSLM
 from slmsuite.misc.xp import as_numpy
 
 from drivers.sim_optics import SAMPLE_KINDS, gaussian_illumination, sample_phase, zernike_aberration
 from drivers.slm import roi_slices
+from hil.physics.optics import macro_upsample
+from hil.physics.slm import crosstalk_blur
 from hil.physics.system import SystemConfig, load_system
 
 TWO_PI = 2 * math.pi
@@ -116,7 +118,7 @@ class SimulatedBenchSLM(SimulatedSLM):
             raise ValueError(f"sample must have shape ({n}, {n}), got {phase.shape}")
         self.sample_rad = phase
         total = self._aberration_rad.copy()
-        total[self.roi] += np.kron(phase, np.ones((k, k)))
+        total[self.roi] += macro_upsample(phase, k)
         self.source["phase_sim"] = total
 
     def _set_phase_hw(self, display: np.ndarray) -> None:
@@ -128,9 +130,7 @@ class SimulatedBenchSLM(SimulatedSLM):
 
     def _pattern_rad(self, display: np.ndarray) -> np.ndarray:
         phase = np.asarray(as_numpy(self._display2phase(display, dtype=np.float64)), dtype=np.float64)
-        if self.settings.crosstalk_sigma_px > 0:
-            phase = gaussian_filter(phase, self.settings.crosstalk_sigma_px, mode="nearest", truncate=3.0)
-        return phase
+        return crosstalk_blur(torch.from_numpy(phase), self.settings.crosstalk_sigma_px).numpy()
 
     def physical_phase(self, t: float | None = None) -> np.ndarray:
         """Phase the liquid crystal shows at time ``t`` (``perf_counter``; default now), SLM grid, radians."""

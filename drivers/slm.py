@@ -13,6 +13,7 @@ from slmsuite.hardware.slms.slm import SLM
 from slmsuite.misc.xp import as_numpy
 
 from drivers.errors import LimitError
+from hil.physics.optics import macro_upsample
 
 
 def roi_slices(
@@ -74,11 +75,6 @@ class SLMController:
     def settle_time_s(self) -> float:
         return float(self.slm.settle_time_s)
 
-    def upsample(self, phase_rad: np.ndarray) -> np.ndarray:
-        """Repeat each mask pixel over ``k x k`` SLM pixels."""
-        k = self.macro_pixel
-        return np.kron(phase_rad, np.ones((k, k), dtype=phase_rad.dtype)) if k > 1 else phase_rad
-
     def show(self, phase_rad: np.ndarray) -> None:
         """Display a mask: zero phase outside the ROI; waits the settle time when ``settle``."""
         phase = np.asarray(phase_rad, dtype=np.float64)
@@ -87,7 +83,7 @@ class SLMController:
         if not np.all(np.isfinite(phase)):
             raise ValueError("mask phase must be finite")
         full = np.zeros(self.slm.shape, dtype=np.float64)
-        full[self.roi] = self.upsample(phase)
+        full[self.roi] = macro_upsample(phase, self.macro_pixel)
         self.slm.set_phase(full, phase_correct=self.phase_correct, settle=self.settle)
 
     def blank(self) -> None:

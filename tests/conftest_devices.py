@@ -20,9 +20,12 @@ from hil.physics.system import SystemConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
-def small_system(n: int = 16, macro_pixel: int = 1, **camera: Any) -> SystemConfig:
-    """The default system shrunk to ``n x n`` objects (fast), camera keys overridden."""
+def small_system(
+    n: int = 16, macro_pixel: int = 1, optics: dict[str, Any] | None = None, **camera: Any
+) -> SystemConfig:
+    """The default system shrunk to ``n x n`` objects (fast), optics and camera keys overridden."""
     data = yaml.safe_load((REPO / "configs" / "system.yaml").read_text())
+    data["optics"].update(optics or {})
     data["optics"]["n"] = data["data"]["n"] = n
     data["slm"]["macro_pixel"] = macro_pixel
     data["camera"].update(camera)
@@ -57,10 +60,15 @@ def write_bench(directory: Path, doc: dict[str, Any], name: str = "bench.yaml") 
 
 
 def twin(
-    n: int = 16, macro_pixel: int = 1, seed: int = 0, camera: dict[str, Any] | None = None, **slm_settings: Any
+    n: int = 16,
+    macro_pixel: int = 1,
+    seed: int = 0,
+    camera: dict[str, Any] | None = None,
+    system: SystemConfig | None = None,
+    **slm_settings: Any,
 ) -> tuple[SimulatedBenchSLM, SimulatedBenchCamera, SLMController]:
     """A small simulated SLM + camera + ROI controller (no settle wait unless asked)."""
-    system = small_system(n, macro_pixel)
+    system = system or small_system(n, macro_pixel)
     slm = SimulatedBenchSLM(system, seed=seed, **slm_settings)
     cam = SimulatedBenchCamera(slm, system, seed=seed, **(camera or {}))
     return slm, cam, SLMController(slm, (n, n), macro_pixel, settle=False)

@@ -15,6 +15,7 @@ from hil.physics.camera import (
     snr_db,
 )
 from hil.physics.optics import CDPGeometry, phase_to_field
+from hil.physics.simulate import measure
 
 
 def test_poisson_and_read_noise_statistics():
@@ -75,3 +76,13 @@ def test_surrogate_uses_given_noise_and_checks_its_shape():
     torch.testing.assert_close(cam.surrogate(y, noise=noise), torch.full_like(y, 12.0))  # 9 + sqrt(9) * 1
     with pytest.raises(ValueError, match=r"noise must have the intensities' shape \(2, 1, 4, 4\)"):
         cam.surrogate(y, noise=noise[:1])
+
+
+def test_binned_measurements_live_on_the_operators_camera_grid():
+    """measure() with camera binning gives CDPs of the operator's camera_shape, equal to op.A when noiseless."""
+
+    op = CDPGeometry(16, binning=2).operator(torch.rand((1, 16, 16), generator=torch.Generator().manual_seed(0)))
+    phase = torch.rand((2, 16, 16), generator=torch.Generator().manual_seed(1))
+    y = measure(op, phase, CameraModel(CameraSpec(binning=2, photons_per_pixel=None)))
+    assert y.shape == (2, 1, *op.geometry.camera_shape) == (2, 1, 16, 16)
+    torch.testing.assert_close(y, op.normalise_intensities(op.A(phase_to_field(phase))))

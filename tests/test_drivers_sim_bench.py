@@ -19,16 +19,31 @@ def _model_frame(system, realised_rad, sample_rad):
     return system.geometry().operator(masks[None]).A(x[None])[0, 0].numpy()
 
 
-@pytest.mark.parametrize("macro_pixel", [1, 2])
-def test_ideal_bench_reproduces_the_shared_forward_model(macro_pixel):
+FREE_SPACE = {"wavelength_um": 0.633, "pitch_um": 8.0, "distance_um": 2e4}
+
+
+@pytest.mark.parametrize(
+    ("macro_pixel", "optics", "binning"),
+    [
+        (1, {}, 1),
+        (2, {}, 1),
+        (2, {}, 2),
+        (1, {"propagator": "asm", **FREE_SPACE}, 1),
+        (2, {"propagator": "fresnel", **FREE_SPACE}, 1),
+        (1, {"propagator": "asm", **FREE_SPACE}, 2),
+    ],
+    ids=["fraunhofer", "fraunhofer-k2", "fraunhofer-k2-bin2", "asm", "fresnel-k2", "asm-bin2"],
+)
+def test_ideal_bench_reproduces_the_shared_forward_model(macro_pixel, optics, binning):
+    """With imperfections off the bench's frames are CDPOperator.A, for every propagator and binning."""
     n = 16
-    slm, cam, controller = twin(n, macro_pixel, sample="phase_screen", camera=NOISELESS)
+    system = small_system(n, macro_pixel, optics, binning=binning)
+    slm, cam, controller = twin(n, macro_pixel, sample="phase_screen", camera=NOISELESS, system=system)
     mask = random_mask(n)
     controller.show(mask)
     frame = cam.get_image()
-    system = small_system(n, macro_pixel)
     expected = _model_frame(system, controller.realised_phase(), slm.sample_rad)
-    assert frame.shape == expected.shape == (2 * n, 2 * n)
+    assert frame.shape == expected.shape == system.geometry().camera_shape
     np.testing.assert_allclose(frame, expected, rtol=0, atol=2e-6 * expected.max())
     np.testing.assert_allclose(cam.render(), frame, rtol=1e-12)
     # the read-back phase is the shared SLM model's quantisation of the mask

@@ -2,10 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from hil.physics.optics import AngularSpectrumPropagator, CDPGeometry, phase_to_field
+from hil.physics.optics import AngularSpectrumPropagator, CDPGeometry, bin_pixels, phase_to_field
 
 
 def _rand_complex(shape, generator, dtype=torch.float64):
@@ -112,4 +113,54 @@ def test_operators_of_one_geometry_share_the_transfer_function():
     first, second = geometry.operator(torch.zeros(1, 16, 16)), geometry.operator(torch.ones(1, 16, 16))
     first.A(torch.ones(1, 16, 16))
     second.A(torch.ones(1, 16, 16))
-    assert first.propagator is second.propagator and len(first.propagator._cache) == 1
+    propagation = first.geometry.propagation
+    assert propagation is second.geometry.propagation and len(propagation._cache) == 1
+
+
+def _brute_force_cdp(x, mask_slm, n, k, pad, binning):
+    """Explicit DFT sum over the SLM grid (no FFT, no shifts): the centred detector window, then binned."""
+    side = pad * k * n
+    u = np.zeros((side, side), dtype=complex)
+    start = (side - k * n) // 2
+    u[start : start + k * n, start : start + k * n] = np.kron(x, np.ones((k, k))) * mask_slm
+    rows = np.arange(side) - side // 2  # centred coordinates of the padded grid
+    freqs = np.arange(pad * n) - pad * n // 2  # the detector window's frequencies
+    kernel = np.exp(-2j * np.pi * np.outer(freqs, rows) / side) / np.sqrt(side)  # unitary DFT rows
+    far = kernel @ u @ kernel.T
+    intensity = np.abs(far) ** 2
+    h = intensity.shape[0] // binning
+    return intensity.reshape(h, binning, h, binning).sum(axis=(1, 3))
+
+
+@pytest.mark.parametrize(("k", "binning"), [(1, 1), (2, 1), (2, 2), (3, 2)])
+def test_operator_matches_a_brute_force_dft(k, binning):
+    """Macro-pixels, the detector window and binning against an explicit DFT sum written without the model."""
+    n, pad = 6, 2
+    rng = np.random.default_rng(k + 10 * binning)
+    x = np.exp(1j * rng.uniform(0, np.pi, (n, n)))
+    mask = np.exp(1j * rng.uniform(0, 2 * np.pi, (k * n, k * n)))
+    op = CDPGeometry(n, pad_factor=pad, macro_pixel=k, binning=binning).operator(torch.from_numpy(mask)[None])
+    y = op.A(torch.from_numpy(x)[None])[0, 0].numpy()
+    np.testing.assert_allclose(y, _brute_force_cdp(x, mask, n, k, pad, binning), rtol=1e-10, atol=1e-12)
+
+
+def test_binned_modulus_projection_is_the_nearest_consistent_field():
+    """P_M with binning meets the binned data exactly and is closer to z than other consistent fields."""
+    g = torch.Generator().manual_seed(5)
+    op = CDPGeometry(8, binning=2).operator(torch.zeros((1, 8, 8), dtype=torch.float64))
+    z = _rand_complex((1, 1, 16, 16), g)
+    y = torch.rand((1, 1, 8, 8), generator=g, dtype=torch.float64) + 0.1
+    projected = op.modulus_projection(z, y.sqrt())
+    torch.testing.assert_close(bin_pixels(projected.abs().square(), 2), y, rtol=1e-12, atol=1e-12)
+    best = (projected - z).abs().square().sum()
+    for _ in range(20):  # other consistent fields: perturb, then rescale each camera pixel onto the data
+        other = op.modulus_projection(z + 0.3 * _rand_complex(z.shape, g), y.sqrt())
+        assert (other - z).abs().square().sum() >= best
+    dark = op.modulus_projection(torch.zeros_like(z), y.sqrt())  # no field: an even share, phase 0
+    torch.testing.assert_close(bin_pixels(dark.abs().square(), 2), y, rtol=1e-12, atol=1e-12)
+
+
+def test_binning_must_divide_the_detector():
+    with pytest.raises(ValueError, match="binning 3"):
+        CDPGeometry(8, binning=3)
+    assert CDPGeometry(8, binning=4).camera_shape == (4, 4)

@@ -79,3 +79,32 @@ def test_checkpoints_follow_one_run(objects):
     assert all(0 < a < b for a, b in zip(times, times[1:], strict=False))
     torch.testing.assert_close(marks[50][1], solve("raar", op, y, iterations=50, seed=3))
     assert phase_psnr(torch.angle(marks[5][1]), objects[:1]) < phase_psnr(torch.angle(marks[50][1]), objects[:1])
+
+
+def test_estimates_are_computed_only_at_checkpoints(objects, monkeypatch):
+    """A quality-versus-time run costs what a plain run costs, plus one estimate per checkpoint."""
+    op = CDPGeometry(64).operator(_masks(1))
+    y = op.A(phase_to_field(objects[:1]))
+    calls = {"n": 0}
+    real = op.pseudo_inverse
+
+    def counted(z):
+        calls["n"] += 1
+        return real(z)
+
+    monkeypatch.setattr(op, "pseudo_inverse", counted)
+    solve("raar", op, y, iterations=50)
+    plain = calls["n"]
+    calls["n"] = 0
+    solve_at_checkpoints("raar", op, y, (5, 20, 50))
+    assert plain == 51  # one object projection per iteration, one final estimate
+    assert calls["n"] == plain + 3
+
+
+def test_raar_recovers_from_binned_camera_pixels(objects):
+    """Binning 2 x 2 detector pixels (pad 4, so the camera still samples at Nyquist) keeps one snapshot solvable."""
+    op = CDPGeometry(64, pad_factor=4, binning=2).operator(_masks(1, 64, seed=4))
+    y = op.A(phase_to_field(objects[:1]))
+    assert y.shape[-2:] == (128, 128)
+    x_hat = solve("raar", op, y, iterations=150)
+    assert phase_psnr(torch.angle(x_hat), objects[:1]).min() > 35

@@ -28,7 +28,7 @@ def frame_to_photons(cdp_adu: np.ndarray, camera: CameraSpec) -> torch.Tensor:
 
 def to_model_units(op: CDPOperator, photons: torch.Tensor) -> torch.Tensor:
     """Photons ``(height, width)`` on the model's detector grid -> one CDP ``(1, 1, Hd, Wd)`` in model units."""
-    expected = op.geometry.detector_shape
+    expected = op.geometry.camera_shape
     if tuple(photons.shape) != expected:
         raise ValueError(
             f"captured CDP has shape {tuple(photons.shape)} (height, width) but the model's detector grid is "

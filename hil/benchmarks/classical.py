@@ -60,7 +60,7 @@ def run(cfg: ClassicalBenchmark, progress=print) -> list[dict]:
     for snr in cfg.snrs_db:
         for masks in (1, 4):
             op = geometry.operator(masks4[:masks])
-            clean = op.A(phase_to_field(phase))
+            clean = op.intensity(phase_to_field(phase))
             photons = None if snr is None else photons_for_snr_db(clean, snr)
             camera = CameraModel(CameraSpec(photons_per_pixel=photons))
             y = measure(op, phase, camera, generator=torch.Generator().manual_seed(cfg.seed + 1))

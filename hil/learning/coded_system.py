@@ -18,7 +18,7 @@ from torch import nn
 
 from hil.learning.decoders import DecoderConfig, DecoderOutput, build_decoder
 from hil.physics.camera import CameraModel, CameraSpec
-from hil.physics.optics import CDPGeometry, CDPOperator, phase_to_field
+from hil.physics.optics import CDPGeometry, CDPOperator, macro_upsample, phase_to_field
 from hil.physics.slm import SLMModel, SLMSpec
 from hil.solvers.constraints import ObjectConstraint
 
@@ -60,9 +60,7 @@ class CodedSystem(nn.Module):
         """Realised complex masks on the SLM grid ``(L, k*n, k*n)``."""
         if self.slm is not None:
             return self.slm.transmittance(self.mask_rad)
-        k = self.geometry.macro_pixel
-        phase = self.mask_rad.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)
-        return phase_to_field(phase)
+        return phase_to_field(macro_upsample(self.mask_rad, self.geometry.macro_pixel))
 
     def operator(self) -> CDPOperator:
         return self.geometry.operator(self.transmittance())
@@ -81,7 +79,7 @@ class CodedSystem(nn.Module):
 
         ``noise``: pre-drawn standard normal of the CDPs' shape (else drawn from ``generator``).
         """
-        clean = op.A(phase_to_field(phase_rad, amplitude))
+        clean = op.intensity(phase_to_field(phase_rad, amplitude))  # per sensor pixel; the camera bins
         model = CameraModel(camera)
         budget = None if photons_per_frame is None else photons_per_frame.view(-1, 1, 1, 1).to(clean.dtype)
         noisy = model.surrogate(clean, generator, photons_per_pixel=budget, noise=noise)

@@ -55,14 +55,6 @@ def safe_angle(x: torch.Tensor) -> torch.Tensor:
     return _SafeAngle.apply(x, SOFT_EPS * rms.clamp_min(1e-12))
 
 
-def soft_modulus_projection(z: torch.Tensor, sqrt_y: torch.Tensor) -> torch.Tensor:
-    """``sqrt_y * z / sqrt(|z|² + eps²)``: the measurement projection with its gradient kept finite
-    at dark speckles (``eps`` = ``SOFT_EPS`` x the rms of ``|z|`` per image and frame)."""
-    power = z.abs().square()
-    eps2 = (SOFT_EPS**2) * power.detach().mean(dim=(-2, -1), keepdim=True).clamp_min(1e-24)
-    return sqrt_y * z * torch.rsqrt(power + eps2)
-
-
 @dataclass(frozen=True)
 class DecoderConfig:
     """Size of a decoder.
@@ -187,7 +179,7 @@ class UnrolledDecoder(nn.Module):
         x0 = torch.polar(torch.ones_like(self.start_phase), self.start_phase).expand(batch, -1, -1)
         z = op.A_linear(x0)
         for _ in range(self.cfg.warm_iterations):
-            pm = soft_modulus_projection(z, sqrt_y)
+            pm = op.modulus_projection(z, sqrt_y, SOFT_EPS)
             z = (
                 WARM_BETA * z
                 + (1 - 2 * WARM_BETA) * pm
@@ -198,13 +190,13 @@ class UnrolledDecoder(nn.Module):
         features = {}
         for k in range(self.cfg.stages):
             beta = torch.sigmoid(self.beta_logit[k])
-            pm = soft_modulus_projection(z, sqrt_y)
+            pm = op.modulus_projection(z, sqrt_y, SOFT_EPS)
             x, features[f"stage{k}"] = self._prox(k, op.pseudo_inverse(2 * pm - z), level)
             z = beta * z + (1 - 2 * beta) * pm + beta * op.A_linear(x)
         # the last prox output, not RAAR's shadow estimate, which would re-impose the noisy moduli;
         # the gated steps below restore data consistency as far as the photon level warrants
         for t in range(self.cfg.refine_steps):
-            fitted = self._project(op.pseudo_inverse(soft_modulus_projection(op.A_linear(x), sqrt_y)))
+            fitted = self._project(op.pseudo_inverse(op.modulus_projection(op.A_linear(x), sqrt_y, SOFT_EPS)))
             w = self.refine_gate(t, level)
             step = safe_angle(fitted * x.conj())
             magnitude = x.abs() + w * (fitted.abs() - x.abs())

@@ -30,7 +30,7 @@ def reference_mask(geometry: CDPGeometry, slm: SLMSpec, seed: int = 0) -> torch.
 
 def photons_for_snr(op: CDPOperator, phase_rad: torch.Tensor, snr_db: float | None) -> float | None:
     """Mean photons per pixel at which ``op``'s CDPs of ``phase_rad`` reach ``snr_db`` (None: noiseless)."""
-    return None if snr_db is None else photons_for_snr_db(op.A(phase_to_field(phase_rad)), snr_db)
+    return None if snr_db is None else photons_for_snr_db(op.intensity(phase_to_field(phase_rad)), snr_db)
 
 
 def noisy_cdps(

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hil.physics.optics import bin_pixels
+
 
 @dataclass(frozen=True)
 class CameraSpec:
@@ -69,16 +71,6 @@ def scale_to_photons(y: torch.Tensor, photons_per_pixel: float) -> torch.Tensor:
     """Scale clean intensities ``(..., H, W)`` so each frame has ``photons_per_pixel`` mean photons."""
     mean = y.mean(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(y.dtype).tiny)
     return y * (photons_per_pixel / mean)
-
-
-def bin_pixels(frames: torch.Tensor, binning: int) -> torch.Tensor:
-    """Sum ``binning x binning`` blocks over the last two axes (which must divide evenly)."""
-    if binning == 1:
-        return frames
-    h, w = frames.shape[-2:]
-    if h % binning or w % binning:
-        raise ValueError(f"frame (height, width) = ({h}, {w}) is not divisible by binning {binning}")
-    return frames.reshape(*frames.shape[:-2], h // binning, binning, w // binning, binning).sum(dim=(-3, -1))
 
 
 class CameraModel:

@@ -20,11 +20,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Literal, TypeVar
 
+import numpy as np
 import torch
 
 PropagatorKind = Literal["fraunhofer", "asm", "fresnel"]
+MAX_N = 2048  # largest object side: bounds every allocation made from a config
+ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 
 
 def centred_fft2(u: torch.Tensor) -> torch.Tensor:
@@ -53,6 +56,36 @@ def phase_to_field(phase_rad: torch.Tensor, amplitude: torch.Tensor | None = Non
     """Thin-element transmittance ``amplitude * exp(1j * phase_rad)``."""
     field = torch.polar(torch.ones_like(phase_rad), phase_rad)
     return field if amplitude is None else field * amplitude
+
+
+def macro_upsample(x: ArrayT, k: int) -> ArrayT:
+    """Repeat each pixel over ``k x k`` pixels along the last two axes (mask/object grid -> SLM grid).
+
+    The one implementation of macro-pixels (``U`` of :class:`CDPOperator`); takes torch tensors or numpy arrays.
+    """
+    if k == 1:
+        return x
+    if isinstance(x, np.ndarray):
+        return np.repeat(np.repeat(x, k, axis=-2), k, axis=-1)
+    return x.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)
+
+
+def macro_sum(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Adjoint of :func:`macro_upsample`: sum each ``k x k`` block over the last two axes."""
+    if k == 1:
+        return x
+    h, w = x.shape[-2:]
+    return x.reshape(*x.shape[:-2], h // k, k, w // k, k).sum(dim=(-3, -1))
+
+
+def bin_pixels(frames: torch.Tensor, binning: int) -> torch.Tensor:
+    """Sum ``binning x binning`` detector pixels over the last two axes (which must divide evenly)."""
+    if binning == 1:
+        return frames
+    h, w = frames.shape[-2:]
+    if h % binning or w % binning:
+        raise ValueError(f"frame (height, width) = ({h}, {w}) is not divisible by binning {binning}")
+    return macro_sum(frames, binning)
 
 
 class Propagator:
@@ -137,35 +170,53 @@ class AngularSpectrumPropagator(Propagator):
 
 
 @dataclass(frozen=True)
-class CDPGeometry:
-    """Sizes and propagation of the CDP system; builds operators for given masks.
+class OpticsSpec:
+    """The optics of the system config (``optics:`` in ``configs/system.yaml``).
 
     Attributes:
         n: object size in pixels (square, ``n x n``).
         pad_factor: zero-padded grid size / object size (2 = Nyquist for the intensity).
-        macro_pixel: SLM pixels per object/mask pixel along each axis (k).
         propagator: ``"fraunhofer"`` (lens), ``"asm"`` or ``"fresnel"`` (free space).
         wavelength_um, pitch_um, distance_um: only used by the free-space propagators;
             ``pitch_um`` is the SLM pixel pitch.
     """
 
-    n: int
+    n: int = 64
     pad_factor: int = 2
-    macro_pixel: int = 1
     propagator: PropagatorKind = "fraunhofer"
     wavelength_um: float = 0.633
     pitch_um: float = 8.0
     distance_um: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.n < 2:
-            raise ValueError(f"CDPGeometry.n must be >= 2, got {self.n}")
-        if self.pad_factor < 1:
-            raise ValueError(f"CDPGeometry.pad_factor must be >= 1, got {self.pad_factor}")
-        if self.macro_pixel < 1:
-            raise ValueError(f"CDPGeometry.macro_pixel must be >= 1, got {self.macro_pixel}")
+        if not 2 <= self.n <= MAX_N:
+            raise ValueError(f"optics n must be in [2, {MAX_N}], got {self.n}")
+        if not 1 <= self.pad_factor <= 8:
+            raise ValueError(f"optics pad_factor must be in [1, 8], got {self.pad_factor}")
         if self.propagator not in ("fraunhofer", "asm", "fresnel"):
-            raise ValueError(f"CDPGeometry.propagator must be fraunhofer, asm or fresnel, got {self.propagator!r}")
+            raise ValueError(f"optics propagator must be fraunhofer, asm or fresnel, got {self.propagator!r}")
+        if not (self.wavelength_um > 0 and self.pitch_um > 0 and math.isfinite(self.distance_um)):
+            raise ValueError("optics wavelength_um and pitch_um must be > 0 and distance_um finite")
+
+
+@dataclass(frozen=True)
+class CDPGeometry(OpticsSpec):
+    """Sizes and propagation of the CDP system; builds operators for given masks.
+
+    Adds to :class:`OpticsSpec` what the SLM and camera set: ``macro_pixel`` (SLM pixels per
+    object/mask pixel along each axis, k) and ``binning`` (detector pixels summed per camera
+    pixel along each axis, b).
+    """
+
+    macro_pixel: int = 1
+    binning: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.macro_pixel <= 64:
+            raise ValueError(f"CDPGeometry.macro_pixel must be in [1, 64], got {self.macro_pixel}")
+        if self.binning < 1 or self.detector_shape[0] % self.binning:
+            raise ValueError(f"binning {self.binning} must be >= 1 and divide the detector {self.detector_shape}")
 
     @property
     def slm_shape(self) -> tuple[int, int]:
@@ -186,6 +237,28 @@ class CDPGeometry:
             side = self.pad_factor * self.n
             return side, side
         return self.field_shape
+
+    @property
+    def camera_shape(self) -> tuple[int, int]:
+        """(height, width) of one measured CDP: the detector after ``binning``."""
+        side = self.detector_shape[0] // self.binning
+        return side, side
+
+    def embed(self, u: torch.Tensor) -> torch.Tensor:
+        """A field on the SLM grid ``(..., k*n, k*n)`` centred in the zero-padded propagation grid."""
+        side, big = u.shape[-1], self.field_shape[0]
+        start = (big - side) // 2
+        padded = u.new_zeros(u.shape[:-2] + (big, big))
+        padded[..., start : start + side, start : start + side] = u
+        return padded
+
+    def detector_field(self, padded: torch.Tensor) -> torch.Tensor:
+        """The detector field ``(..., *detector_shape)`` of a field on the propagation grid (the bench's optics)."""
+        out = self.propagation.forward(padded)
+        if self.detector_shape != self.field_shape:
+            rows, cols = self.detector_window()
+            out = out[..., rows, cols]
+        return out
 
     def detector_window(self) -> tuple[slice, slice]:
         """(rows, cols) of the detector inside the propagation grid: its centred ``detector_shape`` window."""
@@ -210,13 +283,14 @@ class CDPGeometry:
 
 
 class CDPOperator:
-    """y_l = |D P(pad(M_l ⊙ U x))|², l = 1..L: the measurement operator of the bench.
+    """y_l = B |D P(pad(M_l ⊙ U x))|², l = 1..L: the measurement operator of the bench.
 
-    ``U`` repeats each object pixel over ``k x k`` SLM pixels, ``M_l`` are the realised
-    mask transmittances on the SLM grid (complex, shape ``(L, k*n, k*n)``, or real phases in
-    radians, converted with ``exp(1j*phase)``), ``P`` the propagator and ``D`` the crop to
-    the detector window. Inputs are batched: objects ``(B, n, n)`` complex, measurements
-    ``(B, L, Hd, Wd)`` real. Differentiable in both the object and the masks; runs on
+    ``U`` repeats each object pixel over ``k x k`` SLM pixels (:func:`macro_upsample`), ``M_l`` are
+    the realised mask transmittances on the SLM grid (complex, shape ``(L, k*n, k*n)``, or real
+    phases in radians, converted with ``exp(1j*phase)``), ``P`` the propagator, ``D`` the crop to
+    the detector window and ``B`` the camera's ``b x b`` binning of intensities. Inputs are batched:
+    objects ``(B, n, n)`` complex, detector fields ``(B, L, *detector_shape)`` complex, measurements
+    ``(B, L, *camera_shape)`` real. Differentiable in both the object and the masks; runs on
     whichever device/dtype the masks are on.
     """
 
@@ -230,7 +304,6 @@ class CDPOperator:
             )
         self.geometry = geometry
         self.masks = masks if masks.is_complex() else phase_to_field(masks)
-        self.propagator = geometry.propagation
 
     @property
     def n_masks(self) -> int:
@@ -242,25 +315,14 @@ class CDPOperator:
             raise ValueError(f"objects must have shape (B, {n}, {n}); got {tuple(x.shape)}")
 
     def A_linear(self, x: torch.Tensor) -> torch.Tensor:
-        """Complex detector fields ``(B, L, Hd, Wd)`` for objects ``x`` of shape ``(B, n, n)``."""
+        """Complex detector fields ``(B, L, *detector_shape)`` for objects ``x`` of shape ``(B, n, n)``."""
         self._check_object(x)
-        k = self.geometry.macro_pixel
-        x = as_complex(x).to(self.masks.dtype)
-        if k > 1:
-            x = x.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)
-        u = x[:, None] * self.masks[None]
-        side, big = u.shape[-1], self.geometry.field_shape[0]
-        start = (big - side) // 2
-        padded = u.new_zeros(u.shape[:-2] + (big, big))
-        padded[..., start : start + side, start : start + side] = u
-        out = self.propagator.forward(padded)
-        if self.geometry.detector_shape != self.geometry.field_shape:
-            rows, cols = self.geometry.detector_window()
-            out = out[..., rows, cols]
-        return out
+        geo = self.geometry
+        x = macro_upsample(as_complex(x).to(self.masks.dtype), geo.macro_pixel)
+        return geo.detector_field(geo.embed(x[:, None] * self.masks[None]))
 
     def A_linear_adjoint(self, z: torch.Tensor) -> torch.Tensor:
-        """Adjoint of :meth:`A_linear`: detector fields ``(B, L, Hd, Wd)`` -> objects ``(B, n, n)``."""
+        """Adjoint of :meth:`A_linear`: detector fields ``(B, L, *detector_shape)`` -> objects ``(B, n, n)``."""
         geo = self.geometry
         if z.dim() != 4 or tuple(z.shape[-2:]) != geo.detector_shape or z.shape[1] != self.n_masks:
             raise ValueError(
@@ -269,23 +331,49 @@ class CDPOperator:
             )
         z = as_complex(z).to(self.masks.dtype)
         if geo.detector_shape != geo.field_shape:
-            rows, cols = self.geometry.detector_window()
+            rows, cols = geo.detector_window()
             full = z.new_zeros(z.shape[:-2] + geo.field_shape)
             full[..., rows, cols] = z
             z = full
-        u = self.propagator.adjoint(z)
+        u = geo.propagation.adjoint(z)
         side, big = geo.slm_shape[0], geo.field_shape[0]
         start = (big - side) // 2
         u = u[..., start : start + side, start : start + side] * self.masks.conj()[None]
-        x = u.sum(dim=1)
-        k, n = geo.macro_pixel, geo.n
-        if k > 1:
-            x = x.reshape(x.shape[0], n, k, n, k).sum(dim=(2, 4))
-        return x
+        return macro_sum(u.sum(dim=1), geo.macro_pixel)
+
+    def intensity(self, x: torch.Tensor) -> torch.Tensor:
+        """Noiseless intensity on every detector pixel, before binning: ``|A_linear(x)|²`` ``(B, L, *detector_shape)``.
+
+        This is what a sensor's pixels receive (the camera model bins after read-out).
+        """
+        return self.A_linear(x).abs().square()
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
-        """Noiseless CDPs ``|A_linear(x)|²``, shape ``(B, L, Hd, Wd)``, in units of |field|²."""
-        return self.A_linear(x).abs().square()
+        """Noiseless CDPs on camera pixels ``(B, L, *camera_shape)`` in units of |field|² (binned intensity)."""
+        return bin_pixels(self.intensity(x), self.geometry.binning)
+
+    def expand(self, y: torch.Tensor) -> torch.Tensor:
+        """Camera-pixel values ``(..., *camera_shape)`` spread evenly over their ``b x b`` detector pixels."""
+        b = self.geometry.binning
+        return y if b == 1 else macro_upsample(y, b) / (b * b)
+
+    def modulus_projection(self, z: torch.Tensor, sqrt_y: torch.Tensor, eps_rel: float = 0.0) -> torch.Tensor:
+        """Nearest detector fields to ``z`` whose binned intensity is ``sqrt_y²`` (``P_M``).
+
+        Each camera pixel's ``b x b`` fields are scaled by one factor ``sqrt_y / sqrt(sum |z|²)``, which
+        keeps their phases and relative amplitudes (the exact projection; ``b = 1``: the usual modulus
+        projection). A pixel with no field gets phase 0 and an even share. ``eps_rel > 0`` softens the
+        division (``sqrt(power + eps²)``, ``eps`` = ``eps_rel`` x rms per image and frame) so the gradient
+        stays finite at dark speckles (used by the learned decoders).
+        """
+        b = self.geometry.binning
+        power = bin_pixels(z.abs().square(), b)
+        if eps_rel > 0:
+            eps2 = (eps_rel**2) * power.detach().mean(dim=(-2, -1), keepdim=True).clamp_min(1e-24)
+            return z * macro_upsample(sqrt_y * torch.rsqrt(power + eps2), b)
+        scale = torch.where(power > 0, sqrt_y / power.clamp_min(1e-30).sqrt(), torch.zeros_like(sqrt_y))
+        dark = macro_upsample(torch.where(power > 0, torch.zeros_like(sqrt_y), sqrt_y / b), b)
+        return z * macro_upsample(scale, b) + dark
 
     def gram_diagonal(self) -> torch.Tensor:
         """Diagonal of ``A_linear^H A_linear`` on the object grid, shape ``(n, n)``.
@@ -293,18 +381,15 @@ class CDPOperator:
         Exact for ``macro_pixel == 1`` with the Fraunhofer propagator, where the Gram
         operator is diagonal (``sum_l |M_l|^2``); a preconditioner otherwise.
         """
-        k, n = self.geometry.macro_pixel, self.geometry.n
         power = self.masks.abs().square().sum(dim=0)
-        if k > 1:
-            power = power.reshape(n, k, n, k).sum(dim=(1, 3))
-        return power
+        return macro_sum(power, self.geometry.macro_pixel)
 
     def pseudo_inverse(self, z: torch.Tensor) -> torch.Tensor:
         """Least-squares object for detector fields ``z``: ``(A^H A)^-1 A^H z`` (see :meth:`gram_diagonal`)."""
         return self.A_linear_adjoint(z) / self.gram_diagonal().clamp_min(1e-12)
 
     def normalise_intensities(self, y: torch.Tensor) -> torch.Tensor:
-        """Rescale measured CDPs ``(B, L, Hd, Wd)`` (photons, ADU, ...) to the model's units.
+        """Rescale measured CDPs ``(B, L, *camera_shape)`` (photons, ADU, ...) to the model's units.
 
         Each image is scaled so its total equals the energy a unit-modulus object sends through
         the system (``sum(gram_diagonal())``), which fixes the unknown illumination power.
@@ -314,4 +399,4 @@ class CDPOperator:
 
     def backproject(self, y: torch.Tensor) -> torch.Tensor:
         """Crude initial object from intensities: the pseudo-inverse of ``sqrt(y)`` with zero phase."""
-        return self.pseudo_inverse(torch.sqrt(y.clamp_min(0)))
+        return self.pseudo_inverse(torch.sqrt(self.expand(y).clamp_min(0)))

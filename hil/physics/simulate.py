@@ -23,6 +23,6 @@ def measure(
     the energy of a unit-modulus object (:meth:`CDPOperator.normalise_intensities`).
     """
     x = phase_to_field(phase_rad.to(op.masks.real.dtype), amplitude)
-    clean = op.A(x)
+    clean = op.intensity(x)  # per sensor pixel; the camera bins
     frames = camera.to_photons(camera.expose(clean, generator, photons_per_pixel))
     return op.normalise_intensities(frames)

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hil.physics.optics import macro_upsample
+
 TWO_PI = 2 * math.pi
 LUT_SIZE = 1 << 16
 
@@ -108,7 +110,6 @@ class SLMModel(torch.nn.Module):
             self.register_buffer("lut", torch.from_numpy(spec.lut()).long(), persistent=False)
         else:
             self.lut = None
-        self.register_buffer("blur", _gaussian_kernel(spec.crosstalk_sigma_px), persistent=False)
 
     def phase_to_gray(self, phase_rad: torch.Tensor) -> torch.Tensor:
         """Gray levels (int64) slmsuite would display for ``phase_rad`` (any shape; no gradient)."""
@@ -136,24 +137,28 @@ class SLMModel(torch.nn.Module):
 
     def upsample(self, phase_rad: torch.Tensor) -> torch.Tensor:
         """Repeat each mask pixel over ``k x k`` SLM pixels (macro-pixels)."""
-        k = self.spec.macro_pixel
-        if k == 1:
-            return phase_rad
-        return phase_rad.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)
+        return macro_upsample(phase_rad, self.spec.macro_pixel)
 
     def forward(self, phase_rad: torch.Tensor) -> torch.Tensor:
         """Realised phase (radians) on the SLM grid, differentiable by straight-through estimation."""
         wrapped = torch.remainder(self.upsample(phase_rad), TWO_PI)
         realised = self.gray_to_phase(self.phase_to_gray(wrapped)).to(wrapped.dtype)
         out = wrapped + (realised - wrapped).detach()
-        if self.blur.numel() > 1:
-            out = _blur(out, self.blur.to(out.dtype))
-        return out
+        return crosstalk_blur(out, self.spec.crosstalk_sigma_px)
 
     def transmittance(self, phase_rad: torch.Tensor) -> torch.Tensor:
         """Complex transmittance ``exp(1j * realised phase)`` on the SLM grid."""
         realised = self(phase_rad)
         return torch.polar(torch.ones_like(realised), realised)
+
+
+def crosstalk_blur(phase_rad: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Pixel crosstalk: Gaussian blur (``sigma_px`` SLM pixels) of a realised phase over its last two axes.
+
+    The one implementation, used by the model and by the simulated SLM (edges replicated; taps to 3 sigma).
+    """
+    taps = _gaussian_kernel(sigma_px)
+    return phase_rad if taps.numel() == 1 else _blur(phase_rad, taps.to(phase_rad.dtype))
 
 
 def _gaussian_kernel(sigma_px: float) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,28 +10,15 @@ from hil.common.config import from_mapping, load_yaml
 from hil.common.provenance import REPO_ROOT
 from hil.data.datasets import DataSpec
 from hil.physics.camera import CameraSpec
-from hil.physics.optics import CDPGeometry, PropagatorKind
+from hil.physics.optics import CDPGeometry, OpticsSpec
 from hil.physics.slm import SLMSpec
 
 DEFAULT_SYSTEM = REPO_ROOT / "configs" / "system.yaml"
 
 
 @dataclass(frozen=True)
-class OpticsConfig:
-    """Propagation; ``wavelength_um``, ``pitch_um`` (SLM pixel pitch) and ``distance_um`` only matter
-    for the free-space propagators."""
-
-    n: int = 64
-    pad_factor: int = 2
-    propagator: PropagatorKind = "fraunhofer"
-    wavelength_um: float = 0.633
-    pitch_um: float = 8.0
-    distance_um: float = 0.0
-
-
-@dataclass(frozen=True)
 class SystemConfig:
-    optics: OpticsConfig = field(default_factory=OpticsConfig)
+    optics: OpticsSpec = field(default_factory=OpticsSpec)
     slm: SLMSpec = field(default_factory=SLMSpec)
     camera: CameraSpec = field(default_factory=CameraSpec)
     data: DataSpec = field(default_factory=DataSpec)
@@ -38,17 +26,12 @@ class SystemConfig:
     def __post_init__(self) -> None:
         if self.data.n != self.optics.n:
             raise ValueError(f"data.n ({self.data.n}) must equal optics.n ({self.optics.n})")
+        self.geometry()  # the optics, macro-pixels and binning must fit together
 
     def geometry(self) -> CDPGeometry:
-        o = self.optics
+        """The optics with the SLM's macro-pixels and the camera's binning."""
         return CDPGeometry(
-            n=o.n,
-            pad_factor=o.pad_factor,
-            macro_pixel=self.slm.macro_pixel,
-            propagator=o.propagator,
-            wavelength_um=o.wavelength_um,
-            pitch_um=o.pitch_um,
-            distance_um=o.distance_um,
+            **dataclasses.asdict(self.optics), macro_pixel=self.slm.macro_pixel, binning=self.camera.binning
         )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 
@@ -35,12 +35,14 @@ def solve(
     init: str | None = None,
     seed: int = 0,
     callback: Callback | None = None,
+    checkpoints: Collection[int] | None = None,
     **options: float,
 ) -> torch.Tensor:
     """Run solver ``name`` on CDPs ``y`` (B, L, Hd, Wd) in model units; returns objects (B, n, n).
 
     ``constraint`` defaults to a phase-only object with the [0, π] range prior. ``init``
     defaults to the spectral start for WF and a random start in the prior's range otherwise.
+    ``callback(iteration, objects)`` runs after each iteration in ``checkpoints`` (every one when None).
     """
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; choose from {sorted(SOLVERS)}")
@@ -56,7 +58,9 @@ def solve(
         x0 = op.backproject(y)
     else:
         raise ValueError(f"unknown init {init!r}; choose from {INITS}")
-    return SOLVERS[name](op, y, x0, constraint, iterations=iterations, callback=callback, **options)
+    return SOLVERS[name](
+        op, y, x0, constraint, iterations=iterations, callback=callback, checkpoints=checkpoints, **options
+    )
 
 
 def solve_at_checkpoints(
@@ -75,10 +79,9 @@ def solve_at_checkpoints(
     start = time.perf_counter()
 
     def callback(it: int, x: torch.Tensor) -> None:
-        if it in wanted:
-            marks[it] = (time.perf_counter() - start, x)
+        marks[it] = (time.perf_counter() - start, x)
 
-    solve(name, op, y, constraint, iterations=max(wanted), init=init, seed=seed, callback=callback)
+    solve(name, op, y, constraint, iterations=max(wanted), init=init, seed=seed, callback=callback, checkpoints=wanted)
     return dict(sorted(marks.items()))
 
 

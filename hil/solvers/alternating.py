@@ -7,7 +7,7 @@ constraint set C, reached through the least-squares inverse of the operator).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 
@@ -15,13 +15,8 @@ from hil.physics.optics import CDPOperator
 from hil.solvers.constraints import ObjectConstraint
 
 Callback = Callable[[int, torch.Tensor], None]
-
-
-def modulus_projection(z: torch.Tensor, sqrt_y: torch.Tensor) -> torch.Tensor:
-    """``P_M``: keep the phase of ``z``, impose the measured modulus (phase 0 where ``z = 0``)."""
-    magnitude = z.abs()
-    unit = torch.where(magnitude > 0, z / magnitude.clamp_min(1e-30), torch.ones_like(z))
-    return sqrt_y * unit
+"""Called with (iteration, current objects) after each iteration in ``checkpoints`` (every one when None);
+the current objects are computed only for those iterations."""
 
 
 def _run(
@@ -33,19 +28,20 @@ def _run(
     iterations: int,
     callback: Callback | None,
     shadow: bool,
+    checkpoints: Collection[int] | None,
 ) -> torch.Tensor:
     sqrt_y = torch.sqrt(y.clamp_min(0)).to(op.masks.dtype)
 
     def estimate(z: torch.Tensor) -> torch.Tensor:
-        return constraint.project(op.pseudo_inverse(modulus_projection(z, sqrt_y) if shadow else z))
+        return constraint.project(op.pseudo_inverse(op.modulus_projection(z, sqrt_y) if shadow else z))
 
     def project_s(z: torch.Tensor) -> torch.Tensor:
         return op.A_linear(constraint.project(op.pseudo_inverse(z)))
 
     z = op.A_linear(constraint.project(x0))
     for it in range(1, iterations + 1):
-        z = update(z, modulus_projection(z, sqrt_y), project_s)
-        if callback is not None:
+        z = update(z, op.modulus_projection(z, sqrt_y), project_s)
+        if callback is not None and (checkpoints is None or it in checkpoints):
             callback(it, estimate(z))
     return estimate(z)
 
@@ -57,9 +53,10 @@ def error_reduction(
     constraint: ObjectConstraint,
     iterations: int = 200,
     callback: Callback | None = None,
+    checkpoints: Collection[int] | None = None,
 ) -> torch.Tensor:
     """ER (Gerchberg-Saxton-Fienup): ``z <- P_S P_M z``. Returns objects (B, n, n)."""
-    return _run(lambda z, pm, ps: ps(pm), op, y, x0, constraint, iterations, callback, shadow=False)
+    return _run(lambda z, pm, ps: ps(pm), op, y, x0, constraint, iterations, callback, False, checkpoints)
 
 
 def hybrid_input_output(
@@ -70,6 +67,7 @@ def hybrid_input_output(
     iterations: int = 200,
     beta: float = 0.9,
     callback: Callback | None = None,
+    checkpoints: Collection[int] | None = None,
 ) -> torch.Tensor:
     """HIO in its convex-set form: ``z <- z + P_S((1+β) P_M z - z) - β P_M z``."""
     return _run(
@@ -80,7 +78,8 @@ def hybrid_input_output(
         constraint,
         iterations,
         callback,
-        shadow=True,
+        True,
+        checkpoints,
     )
 
 
@@ -92,6 +91,7 @@ def raar(
     iterations: int = 200,
     beta: float = 0.9,
     callback: Callback | None = None,
+    checkpoints: Collection[int] | None = None,
 ) -> torch.Tensor:
     """RAAR (Luke 2005): ``z <- β z + (1 - 2β) P_M z + β P_S(2 P_M z - z)``."""
     return _run(
@@ -102,5 +102,6 @@ def raar(
         constraint,
         iterations,
         callback,
-        shadow=True,
+        True,
+        checkpoints,
     )

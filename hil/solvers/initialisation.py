@@ -28,7 +28,7 @@ def spectral_start(
     """Leading eigenvector of ``A^H diag(y) A`` by power iteration, scaled to the measured energy."""
     x = random_start(op, y.shape[0], generator, phi_max_rad=2 * math.pi)
     for _ in range(iterations):
-        x = op.A_linear_adjoint(y * op.A_linear(x))
+        x = op.A_linear_adjoint(op.expand(y) * op.A_linear(x))
         x = x / torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True).clamp_min(1e-30)
     energy = y.sum(dim=(1, 2, 3)).view(-1, 1, 1) / op.gram_diagonal().mean()
     return x * energy.sqrt()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 
-from hil.physics.optics import CDPOperator
+from hil.physics.optics import CDPOperator, macro_upsample
 from hil.solvers.alternating import Callback
 from hil.solvers.constraints import NO_PRIOR, ObjectConstraint
 
@@ -23,6 +25,7 @@ def wirtinger_flow(
     step_max: float = 0.2,
     tau0: float = 330.0,
     callback: Callback | None = None,
+    checkpoints: Collection[int] | None = None,
 ) -> torch.Tensor:
     """Gradient descent on :func:`intensity_loss` from ``x0`` (use :func:`spectral_start`).
 
@@ -38,7 +41,8 @@ def wirtinger_flow(
     loss = intensity_loss(op, x, y)
     for it in range(1, iterations + 1):
         ax = op.A_linear(x)
-        grad = op.A_linear_adjoint((ax.abs().square() - y) * ax) * gain
+        residual = op.A(x) - y  # on camera pixels; d/dz of the binned loss spreads it over each pixel's bins
+        grad = op.A_linear_adjoint(macro_upsample(residual, op.geometry.binning) * ax) * gain
         mu = min(1.0 - float(torch.exp(torch.tensor(-it / tau0))), step_max)
         trial = constraint.project(x - (mu * scale / norm0) * grad)
         trial_loss = intensity_loss(op, trial, y)
@@ -46,6 +50,6 @@ def wirtinger_flow(
         x = torch.where(accept.view(-1, 1, 1), trial, x)
         loss = torch.where(accept, trial_loss, loss)
         scale = torch.where(accept.view(-1, 1, 1), scale, 0.5 * scale)
-        if callback is not None:
+        if callback is not None and (checkpoints is None or it in checkpoints):
             callback(it, x)
     return x
