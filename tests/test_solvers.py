@@ -108,3 +108,14 @@ def test_raar_recovers_from_binned_camera_pixels(objects):
     assert y.shape[-2:] == (128, 128)
     x_hat = solve("raar", op, y, iterations=150)
     assert phase_psnr(torch.angle(x_hat), objects[:1]).min() > 35
+
+
+def test_repeated_timing_keeps_the_objects_and_takes_the_median(objects):
+    op = CDPGeometry(64).operator(_masks(1))
+    y = op.A(phase_to_field(objects[:1]))
+    once = solve_at_checkpoints("raar", op, y, (5, 10), seed=3)
+    thrice = solve_at_checkpoints("raar", op, y, (5, 10), seed=3, repeats=3)
+    assert list(thrice) == [5, 10]
+    for it in (5, 10):
+        torch.testing.assert_close(thrice[it][1], once[it][1])
+    assert 0 < thrice[5][0] < thrice[10][0]

@@ -27,11 +27,13 @@ class ClassicalBenchmark:
     checkpoints: tuple[int, ...] = (20, 50, 200, 2000)
     seed: int = 0
     sources: tuple[str, ...] = ("skimage", "cells", "phase_screen")
+    repeats: int = 3  # timed runs per curve (after one warm-up); ms per frame is their median
 
 
-def _rows_for(name, label, op, y, phase, constraint, checkpoints, masks, snr, photons, init=None):
+def _rows_for(name, label, op, y, phase, constraint, checkpoints, masks, snr, photons, init, repeats):
     rows = []
-    for it, (seconds, x) in solve_at_checkpoints(name, op, y, checkpoints, constraint, init).items():
+    curve = solve_at_checkpoints(name, op, y, checkpoints, constraint, init, repeats=repeats)
+    for it, (seconds, x) in curve.items():
         rows.append(
             {
                 "method": label,
@@ -92,6 +94,7 @@ def run(cfg: ClassicalBenchmark, progress=print) -> list[dict]:
                     snr,
                     photons,
                     init,
+                    cfg.repeats,
                 )
     return rows
 

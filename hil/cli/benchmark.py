@@ -20,6 +20,7 @@ def classical(
     images: int = typer.Option(8, min=1, help="Test objects."),
     max_iterations: int = typer.Option(2000, min=20, help="Largest iteration count (checkpoints 20, 50, 200, this)."),
     seed: int = typer.Option(0),
+    repeats: int = typer.Option(3, min=1, help="Timed runs per curve after a warm-up (ms per frame: their median)."),
 ) -> None:
     """Classical solvers' quality versus iterations at 10/20/30 dB and noiseless, L = 1 and 4."""
     from dataclasses import asdict
@@ -28,7 +29,7 @@ def classical(
 
     console = Console()
     checkpoints = tuple(sorted({c for c in (20, 50, 200, max_iterations) if c <= max_iterations}))
-    cfg = ClassicalBenchmark(images=images, checkpoints=checkpoints, seed=seed)
+    cfg = ClassicalBenchmark(images=images, checkpoints=checkpoints, seed=seed, repeats=repeats)
     rows = run(cfg, progress=lambda msg: console.log(msg))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
