@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -292,8 +292,8 @@ class CDPGeometry(OpticsSpec):
             paraxial=self.propagator == "fresnel",
         )
 
-    def operator(self, masks: torch.Tensor) -> CDPOperator:
-        return CDPOperator(self, masks)
+    def operator(self, masks: torch.Tensor, detector: Detector | None = None) -> CDPOperator:
+        return CDPOperator(self, masks, detector)
 
 
 def _embed(u: torch.Tensor, big: int) -> torch.Tensor:
@@ -311,19 +311,46 @@ def _crop(u: torch.Tensor, side: int) -> torch.Tensor:
     return u[..., start : start + side, start : start + side]
 
 
+class Detector(Protocol):
+    """Linear, non-negative map from detector-grid intensities to camera pixels (see :mod:`hil.physics.detector`)."""
+
+    detector_shape: tuple[int, int]
+    camera_shape: tuple[int, int]
+
+    def forward(self, intensity: torch.Tensor) -> torch.Tensor: ...
+
+    def adjoint(self, values: torch.Tensor) -> torch.Tensor: ...
+
+
+class Binning:
+    """The geometry's own detector: ``b x b`` bins summed per camera pixel (``b = 1``: identity)."""
+
+    def __init__(self, geometry: CDPGeometry) -> None:
+        self.binning = geometry.binning
+        self.detector_shape = geometry.detector_shape
+        self.camera_shape = geometry.camera_shape
+
+    def forward(self, intensity: torch.Tensor) -> torch.Tensor:
+        return bin_pixels(intensity, self.binning)
+
+    def adjoint(self, values: torch.Tensor) -> torch.Tensor:
+        return macro_upsample(values, self.binning)
+
+
 class CDPOperator:
     """y_l = B |D P(pad(M_l ⊙ U x))|², l = 1..L: the measurement operator of the bench.
 
     ``U`` repeats each object pixel over ``k x k`` SLM pixels (:func:`macro_upsample`), ``M_l`` are
     the realised mask transmittances on the SLM grid (complex, shape ``(L, k*n, k*n)``, or real
     phases in radians, converted with ``exp(1j*phase)``), ``P`` the propagator, ``D`` the crop to
-    the detector window and ``B`` the camera's ``b x b`` binning of intensities. Inputs are batched:
-    objects ``(B, n, n)`` complex, detector fields ``(B, L, *detector_shape)`` complex, measurements
-    ``(B, L, *camera_shape)`` real. Differentiable in both the object and the masks; runs on
+    the detector window and ``B`` the camera: by default the geometry's ``b x b`` binning of intensities,
+    or any :class:`Detector` (e.g. a registered camera that integrates each pixel's footprint). Inputs are
+    batched: objects ``(B, n, n)`` complex, detector fields ``(B, L, *detector_shape)`` complex,
+    measurements ``(B, L, *camera_shape)`` real. Differentiable in both the object and the masks; runs on
     whichever device/dtype the masks are on.
     """
 
-    def __init__(self, geometry: CDPGeometry, masks: torch.Tensor) -> None:
+    def __init__(self, geometry: CDPGeometry, masks: torch.Tensor, detector: Detector | None = None) -> None:
         if masks.dim() == 2:
             masks = masks[None]
         if masks.dim() != 3 or tuple(masks.shape[-2:]) != geometry.slm_shape:
@@ -331,7 +358,13 @@ class CDPOperator:
                 f"masks must have shape (L, {geometry.slm_shape[0]}, {geometry.slm_shape[1]}) "
                 f"(L, height, width) on the SLM grid; got {tuple(masks.shape)}"
             )
+        detector = detector or Binning(geometry)
+        if tuple(detector.detector_shape) != geometry.detector_shape:
+            raise ValueError(
+                f"detector is for a {detector.detector_shape} grid, the geometry's is {geometry.detector_shape}"
+            )
         self.geometry = geometry
+        self.detector = detector
         self.masks = masks if masks.is_complex() else phase_to_field(masks)
         self._coarse, self._envelope = self._macro_pixel_factorisation()
 
@@ -358,6 +391,11 @@ class CDPOperator:
     @property
     def n_masks(self) -> int:
         return self.masks.shape[0]
+
+    @property
+    def camera_shape(self) -> tuple[int, int]:
+        """(height, width) of one measured CDP."""
+        return tuple(self.detector.camera_shape)
 
     def _check_object(self, x: torch.Tensor) -> None:
         n = self.geometry.n
@@ -403,12 +441,23 @@ class CDPOperator:
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """Noiseless CDPs on camera pixels ``(B, L, *camera_shape)`` in units of |field|² (binned intensity)."""
-        return bin_pixels(self.intensity(x), self.geometry.binning)
+        return self.detector.forward(self.intensity(x))
+
+    def _coverage(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(camera pixels' area in detector bins ``D 1``, bins' coverage by the camera ``D^T 1``)."""
+        ones = torch.ones(self.geometry.detector_shape, dtype=like.dtype, device=like.device)
+        return self.detector.forward(ones), self.detector.adjoint(torch.ones_like(self.detector.forward(ones)))
 
     def expand(self, y: torch.Tensor) -> torch.Tensor:
-        """Camera-pixel values ``(..., *camera_shape)`` spread evenly over their ``b x b`` detector pixels."""
-        b = self.geometry.binning
-        return y if b == 1 else macro_upsample(y, b) / (b * b)
+        """Camera-pixel values ``(..., *camera_shape)`` spread evenly over the detector bins they cover."""
+        area, coverage = self._coverage(y)
+        return self.detector.adjoint(y / area.clamp_min(1e-30)) / coverage.clamp_min(1e-30)
+
+    @staticmethod
+    def _unmeasured_kept(back_ratio: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
+        """Per-bin field scale ``sqrt(D^T ratio / D^T 1)``; 1 on bins no camera pixel sees (nothing measured there)."""
+        seen = coverage > 1e-12
+        return torch.where(seen, torch.sqrt(back_ratio / torch.where(seen, coverage, 1.0)), 1.0)
 
     def modulus_projection(self, z: torch.Tensor, sqrt_y: torch.Tensor, eps_rel: float = 0.0) -> torch.Tensor:
         """Nearest detector fields to ``z`` whose binned intensity is ``sqrt_y²`` (``P_M``).
@@ -419,14 +468,16 @@ class CDPOperator:
         division (``sqrt(power + eps²)``, ``eps`` = ``eps_rel`` x rms per image and frame) so the gradient
         stays finite at dark speckles (used by the learned decoders).
         """
-        b = self.geometry.binning
-        power = bin_pixels(z.abs().square(), b)
+        y = (sqrt_y.real if sqrt_y.is_complex() else sqrt_y).square()
+        power = self.detector.forward(z.abs().square())
+        _, coverage = self._coverage(y)
         if eps_rel > 0:
             eps2 = (eps_rel**2) * power.detach().mean(dim=(-2, -1), keepdim=True).clamp_min(1e-24)
-            return z * macro_upsample(sqrt_y * torch.rsqrt(power + eps2), b)
-        scale = torch.where(power > 0, sqrt_y / power.clamp_min(1e-30).sqrt(), torch.zeros_like(sqrt_y))
-        dark = macro_upsample(torch.where(power > 0, torch.zeros_like(sqrt_y), sqrt_y / b), b)
-        return z * macro_upsample(scale, b) + dark
+            return z * self._unmeasured_kept(self.detector.adjoint(y / (power + eps2)), coverage)
+        lit = power > 0
+        ratio = torch.where(lit, y / power.clamp_min(1e-30), torch.zeros_like(y))
+        dark = self.expand(torch.where(lit, torch.zeros_like(y), y)).sqrt()
+        return z * self._unmeasured_kept(self.detector.adjoint(ratio), coverage) + dark
 
     def gram_diagonal(self) -> torch.Tensor:
         """Diagonal of ``A_linear^H A_linear`` on the object grid, shape ``(n, n)``.
@@ -461,7 +512,8 @@ class CDPOperator:
         any object), since the detector window holds only part of the light (about 62 % at k = 4).
         """
         if self._coarse is not None:
-            weight = bin_pixels(self._envelope.abs().square(), self.geometry.binning) / self.geometry.binning**2
+            area, _ = self._coverage(y)
+            weight = self.detector.forward(self._envelope.abs().square().to(y.dtype)) / area.clamp_min(1e-30)
             energy = self._coarse.abs().square().sum()
             y_energy = (y / weight.to(y.dtype)).sum(dim=(1, 2, 3), keepdim=True)
         else:
