@@ -45,7 +45,7 @@ TWO_PI = 2 * math.pi
 
 
 def zernike(y: np.ndarray, x: np.ndarray, coefficients_rad: tuple[float, ...]) -> np.ndarray:
-    """Sum of Noll-normalised Zernike terms j = 4 (defocus), 5, 6 (astigmatism), 7, 8 (coma) at (y, x) on the unit disc."""
+    """Noll-normalised Zernike terms j = 4 (defocus), 5, 6 (astigmatism), 7, 8 (coma) at (y, x), unit disc."""
     r2 = x**2 + y**2
     terms = (
         np.sqrt(3) * (2 * r2 - 1),

@@ -43,7 +43,9 @@ def _doc(slm: dict) -> dict:
 
 
 def test_kwargs_reach_plugins_and_the_seed_reaches_the_camera(tmp_path, fresh_sim_devices):  # noqa: F811
-    doc = _doc({"driver": "test_bench_plugin_kwargs:PopSLM", "kwargs": {"sample_file": "s.npy", "resolution": [32, 32]}})
+    doc = _doc(
+        {"driver": "test_bench_plugin_kwargs:PopSLM", "kwargs": {"sample_file": "s.npy", "resolution": [32, 32]}}
+    )
     with Bench.from_config(write_bench(tmp_path, doc)) as bench:
         assert bench.slm.slm.sample_file == "s.npy" and bench.slm.slm.shape == (32, 32)
         assert bench.camera.seed == 11

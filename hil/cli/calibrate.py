@@ -135,7 +135,8 @@ def geometry(
     console.print(
         f"scale {p['scale_x']:.5f} x {p['scale_y']:.5f} model px per camera px, rotation {p['rotation_deg']:.3f} deg, "
         f"shift ({p['shift_x_px']:.3f}, {p['shift_y_px']:.3f}) px; spot fit residual {result.residual_model_px:.3g} "
-        f"model px rms, faintest spot {result.min_spot_sigmas:.0f} sigma, correlation {result.registration.correlation:.3f}; "
+        f"model px rms, faintest spot {result.min_spot_sigmas:.0f} sigma, "
+        f"correlation {result.registration.correlation:.3f}; "
         f"wrote {out}; bench left safe"
     )
 
