@@ -154,24 +154,23 @@ def slm_response(
     level_step: int = typer.Option(1, min=1, help="Measure every level_step-th gray level (the top one always)."),
     reference_level: int = typer.Option(0, min=0, help="Gray level of the reference half."),
     frames_count: int = typer.Option(1, "--frames", min=1, help="Frames averaged per level."),
-    registration: Path = typer.Option(None, help="Camera-to-model registration (hil calibrate geometry)."),
+    exposure_s: float = typer.Option(None, help="Camera exposure (s) for the frames (default: the bench's)."),
     update_system: Path = typer.Option(None, help="Also write slm.gamma into this system.yaml."),
     dry_run: bool = DRY_RUN,
 ) -> None:
-    """Phase per gray level (slmsuite gamma, units of 2π) by two-region interference on the CDP camera."""
+    """Phase per gray level (slmsuite gamma, units of 2π) by two-region interference; no template or registration."""
     from calibration.slm_response import measure_slm_response
     from hil.bench.bench import Bench
     from hil.bench.config import load_bench
     from hil.bench.frame_log import FrameLog
-    from hil.physics.registration import load_registration
 
     console = Console()
     spec = load_bench(bench_config)
+    _check_exposure(spec, exposure_s)
     total = spec.system.slm.levels
     levels = sorted(set(range(0, total, level_step)) | {total - 1})
     if not reference_level < total:
         raise ValueError(f"--reference-level {reference_level} is not a gray level of a {total}-level SLM")
-    registered = load_registration(registration) if registration is not None else None
     frames = _frames_file(out)
     console.print(
         f"plan: {len(levels)} of {total} gray levels, {frames_count} frame(s) each, reference level "
@@ -180,14 +179,16 @@ def slm_response(
     if dry_run:
         console.print("dry run: configs and options are valid; nothing was sent to any device")
         return
-    settings = {"levels": levels, "reference_level": reference_level, "frames": frames_count}
+    settings = {"levels": levels, "reference_level": reference_level, "frames": frames_count, "exposure_s": exposure_s}
     with Bench(spec) as bench, FrameLog(frames, "slm-response", settings) as log:
-        result = measure_slm_response(bench, log, levels, reference_level, frames_count, registered)
+        if exposure_s is not None:
+            bench.set_exposure(exposure_s)
+        result = measure_slm_response(bench, log, levels, reference_level, frames_count)
     _write_yaml(out, {"slm": result.system_keys(), "measurement": result.to_dict()})
     console.print(
         f"phase range {result.phase_range_rad:.4f} rad ({result.phase_range_rad / 6.283185307179586:.4f} x 2π), "
-        f"min fringe contrast {result.min_contrast:.3f}, worst residual {result.rms_residual:.3g}; wrote {out}; "
-        "bench left safe"
+        f"modulation {result.modulation_snr:.3g} x noise, ellipse residual {result.ellipse_residual:.3g}, "
+        f"rank-2 residual {result.rank_residual:.3g}; wrote {out}; bench left safe"
     )
     if update_system is not None:
         _update_system(update_system, "slm", result.system_keys(), console)
