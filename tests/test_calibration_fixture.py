@@ -17,30 +17,11 @@ from calibration.radiometry import measure_radiometry
 from calibration.slm_response import measure_slm_response
 from hil.bench.bench import Bench
 from hil.bench.frame_log import FrameLog
+from hil.benchmarks.calibration_fixture import hidden_camera_to_model, hidden_gamma
 from hil.cli import app
 
 RUNNER = CliRunner()
 GEOMETRY_EXPOSURE_S = 0.001  # spots concentrate the light: the bench's 10 ms saturates them
-
-
-def hidden_camera_to_model(bench_yaml) -> np.ndarray:
-    """The fixture camera's affine in model terms, from its keywords and the grating equation."""
-    doc = yaml.safe_load(bench_yaml.read_text())
-    system = yaml.safe_load((bench_yaml.parent / doc["system"]).read_text())
-    cam, slm = doc["camera"]["kwargs"], doc["slm"]["kwargs"]
-    n, k, pad = system["optics"]["n"], system["slm"]["macro_pixel"], system["optics"]["pad_factor"]
-    scale = cam["focal_px"] * slm["wav_um"] / (pad * k * n * slm["pitch_um"])  # camera px per model px
-    t = math.radians(cam["rotation_deg"])
-    a = scale * np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
-    width, height = cam["resolution"]
-    b = np.array([width / 2 + cam["offset_px"][0], height / 2 + cam["offset_px"][1]]) - a @ np.full(2, pad * n // 2)
-    inverse = np.linalg.inv(a)
-    return np.hstack([inverse, (-inverse @ b)[:, None]])
-
-
-def hidden_gamma(bench_yaml) -> np.ndarray:
-    slm = yaml.safe_load(bench_yaml.read_text())["slm"]["kwargs"]
-    return slm["phase_range_rad"] / (2 * math.pi) * (np.arange(256) / 256) ** slm["gamma_exponent"]
 
 
 @pytest.mark.parametrize("varied", [False, True])
