@@ -55,7 +55,7 @@ def predict_camera(
 @dataclass(frozen=True)
 class Agreement:
     """A capture against a prediction: Pearson correlation and the relative RMS residual of the best
-    linear fit ``capture ≈ scale · prediction + offset``."""
+    linear fit ``capture ≈ scale · prediction + offset`` (+ ``weight · background`` when one is given)."""
 
     correlation: float
     residual_rel: float
@@ -66,18 +66,28 @@ class Agreement:
         return asdict(self)
 
 
-def agreement(capture: np.ndarray, prediction: np.ndarray) -> Agreement:
-    """Compare a dark-subtracted capture with a prediction of the same shape (height, width)."""
+def agreement(capture: np.ndarray, prediction: np.ndarray, background: np.ndarray | None = None) -> Agreement:
+    """Compare a dark-subtracted capture with a prediction of the same shape (height, width).
+
+    ``background``: a pattern every mask shares (e.g. the mean prediction of random masks: the
+    macro-pixel envelope, the zero order). Both images are first freed of it (least squares), so
+    the correlation is that of the mask-specific speckle (a partial correlation).
+    """
     y, p = np.asarray(capture, dtype=np.float64).ravel(), np.asarray(prediction, dtype=np.float64).ravel()
     if y.shape != p.shape:
         raise ValueError(f"capture {np.shape(capture)} and prediction {np.shape(prediction)} differ in shape")
-    design = np.stack([p, np.ones_like(p)], axis=1)
-    (scale, offset), *_ = np.linalg.lstsq(design, y, rcond=None)
-    residual = y - design @ np.array([scale, offset])
+    shared = [np.ones_like(p)] + ([] if background is None else [np.asarray(background, dtype=np.float64).ravel()])
+    nuisance = np.stack(shared, axis=1)
+    y_free = y - nuisance @ np.linalg.lstsq(nuisance, y, rcond=None)[0]
+    p_free = p - nuisance @ np.linalg.lstsq(nuisance, p, rcond=None)[0]
+    design = np.stack([p, *shared], axis=1)
+    coefficients = np.linalg.lstsq(design, y, rcond=None)[0]
+    residual = y - design @ coefficients
     spread = float(np.sqrt(np.mean((y - y.mean()) ** 2)))
-    correlation = float(np.corrcoef(y, p)[0, 1]) if spread > 0 and p.std() > 0 else 0.0
+    norm = float(np.linalg.norm(y_free) * np.linalg.norm(p_free))
+    correlation = float(y_free @ p_free) / norm if norm > 0 else 0.0
     residual_rel = float(np.sqrt(np.mean(residual**2))) / max(spread, 1e-300)
-    return Agreement(correlation, residual_rel, float(scale), float(offset))
+    return Agreement(correlation, residual_rel, float(coefficients[0]), float(coefficients[1]))
 
 
 def identity_registration(system: SystemConfig) -> Registration:

@@ -107,6 +107,6 @@ def test_deploy_through_a_changed_lut_without_retraining(tmp_path, fresh_sim_dev
     assert "through the measured response (256 levels)" in " ".join(after.output.split())
 
     def correlation(output: str) -> float:
-        return float(" ".join(output.split()).split("camera pixels: correlation ")[1].split(",")[0])
+        return float(" ".join(output.split()).split("camera pixels: correlation ")[1].split(" ")[0])
 
     assert correlation(after.output) > correlation(before.output) + 0.03
