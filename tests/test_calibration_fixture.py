@@ -76,6 +76,16 @@ def test_bad_frames_are_refused(tmp_path, fresh_sim_devices):  # noqa: F811
         bench.set_exposure(1e-5)
         with pytest.raises(ValueError, match=r"noise sigmas \(< 20\)"):
             measure_geometry(bench, log, frames=1, dark_frames=2)  # too little light
+    with Bench.from_config(fixture_bench(tmp_path)) as bench, FrameLog(tmp_path / "s.h5", "slm-response", {}) as log:
+        with pytest.raises(ValueError, match=r"slm-response level 0: \d+ saturated pixels"):
+            measure_slm_response(bench, log, levels=list(range(0, 256, 32)))
+        bench.set_exposure(1e-5)
+        with pytest.raises(ValueError, match=r"interference modulation only .* x the noise"):
+            measure_slm_response(bench, log, levels=list(range(0, 256, 32)))
+    bright = fixture_bench(tmp_path, camera={"shutter_leak": 1.0, "total_photons": 1e8})
+    result = RUNNER.invoke(app, ["check", "--bench", str(bright)])
+    output = " ".join(result.output.split())
+    assert "test frame with the light off: " in output and "saturated pixels at 4095 ADU" in output
 
 
 @pytest.mark.slow
