@@ -9,9 +9,10 @@ does not: ``slm`` (the SLM object, for cameras such as slmsuite's simulated one)
 Validation happens at load time, before any device is touched: unknown keys, wrong types and
 out-of-range values raise :class:`~hil.common.config.ConfigError` naming the file and the dotted key.
 ``kwargs`` are checked against the constructor's signature (following ``**kwargs`` into base
-classes) and, for built-in drivers, against their ``Settings`` dataclass (types and ranges). A
-driver whose own constructor takes ``**kwargs`` (and has no ``Settings``) also receives keys that no
-signature names; the keys a signature does name are still type-checked.
+classes) and, for built-in drivers, against their ``Settings`` dataclass (types and ranges). Keys a
+constructor reads out of its ``**kwargs`` by name (``kwargs.pop("key")``, ``kwargs["key"]``) count as
+named; a driver that uses its ``**kwargs`` in any other way (stores them, passes them elsewhere)
+receives keys no signature names, and the keys a signature does name are still type-checked.
 """
 
 from __future__ import annotations
