@@ -12,7 +12,9 @@ Method (EMVA 1288 style, from frames only):
 * saturation: the highest ADU reached by many pixels at once; pixels near it are left out of
   the fit (clipping shrinks their variance). Below the ADC ceiling it is the full well.
 
-Quantum efficiency needs a calibrated light source and is not measured.
+The dark frames are verified dark (:mod:`calibration.frame_checks`): frames that hold the lit
+pattern are refused rather than read as offset and read noise. Quantum efficiency needs a
+calibrated light source and is not measured.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from calibration.frame_checks import camera_ceiling_adu, refuse_lit_dark
 from hil.bench.bench import Bench
 from hil.bench.frame_log import FrameLog
 
@@ -147,8 +150,9 @@ def measure_radiometry(
 ) -> Radiometry:
     """Record dark frames, then ``pairs`` frame pairs per exposure with ``mask_rad`` shown; fit.
 
-    Every frame goes to ``log``. The light is on only for the lit frames; the camera's exposure
-    is restored afterwards.
+    Raises ``ValueError`` when the dark frames hold the lit pattern (light reaches the camera with
+    the light off: :func:`~calibration.frame_checks.refuse_lit_dark`). Every frame goes to ``log``.
+    The light is on only for the lit frames; the camera's exposure is restored afterwards.
     """
     if dark_frames < 2 or pairs < 1 or not exposures_s:
         raise ValueError("need dark_frames >= 2, pairs >= 1 and at least one exposure")
@@ -165,7 +169,7 @@ def measure_radiometry(
                 lit.append(np.stack(frames).reshape(pairs, 2, *frames[0].shape))
     finally:
         bench.set_exposure(exposure_before_s)
-    top = getattr(bench.camera, "bitresolution", None)
-    result = photon_transfer(dark, lit, None if top is None else float(top - 1))
-    log.set_result(result.to_dict())
+    dark_ok = refuse_lit_dark(dark, lit[0].reshape(-1, *dark.shape[1:]).mean(axis=0))
+    result = photon_transfer(dark, lit, camera_ceiling_adu(bench.camera))
+    log.set_result({**result.to_dict(), "dark_check": dark_ok.to_dict()})
     return result

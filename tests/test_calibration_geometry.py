@@ -56,11 +56,10 @@ def test_synthetic_camera_is_registered_back(tmp_path):
 
 
 def test_simulated_bench_camera_sits_on_the_model_grid(tmp_path):
-    mask = np.random.default_rng(4).uniform(0, 2 * math.pi, (16, 16))
     with Bench.from_config(small_bench(tmp_path, n=16)) as bench, FrameLog(tmp_path / "g.h5", "geometry", {}) as log:
-        registration = measure_geometry(bench, log, mask, frames=4, dark_frames=2)
-    np.testing.assert_allclose(registration.camera_to_model, [[1, 0, 0], [0, 1, 0]], atol=0.02)
-    assert registration.correlation > 0.95
+        result = measure_geometry(bench, log, frames=2, dark_frames=2)
+    np.testing.assert_allclose(result.registration.camera_to_model, [[1, 0, 0], [0, 1, 0]], atol=0.02)
+    assert result.residual_model_px < 0.05
 
 
 def test_wrong_mask_is_rejected(tmp_path):

@@ -45,7 +45,7 @@ def test_dry_runs_touch_no_device(bundle, tmp_path, monkeypatch):
 def test_deploy_capture_reconstruct(bundle, tmp_path):
     result = _invoke("deploy", bundle)
     assert result.exit_code == 0, result.output
-    assert "deployed and verified" in result.output
+    assert "deployed (not measured" in result.output
     capture = tmp_path / "c.h5"
     result = _invoke("capture", capture, "--bundle", bundle, "--frames", 2, "--dark-frames", 1)
     assert result.exit_code == 0, result.output

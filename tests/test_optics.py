@@ -218,3 +218,14 @@ def test_raar_with_macro_pixels_is_as_good_as_without():
         psnr[k] = phase_psnr(torch.angle(solve("raar", op, y, iterations=150)), phase)
     assert psnr[1].min() > 40
     torch.testing.assert_close(psnr[4], psnr[1], atol=0.5, rtol=0)
+
+
+def test_soft_modulus_projection_has_finite_gradients_at_dark_pixels():
+    """Decoders train through P_M: zero measured pixels must not turn the gradient into NaN."""
+    g = torch.Generator().manual_seed(6)
+    op = CDPGeometry(8).operator(torch.zeros((1, 8, 8), dtype=torch.float64))
+    z = _rand_complex((1, 1, 16, 16), g).requires_grad_(True)
+    sqrt_y = torch.rand((1, 1, 16, 16), generator=g, dtype=torch.float64)
+    sqrt_y[..., :4, :] = 0
+    op.modulus_projection(z, sqrt_y, eps_rel=0.1).abs().sum().backward()
+    assert torch.isfinite(z.grad).all()

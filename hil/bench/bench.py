@@ -85,7 +85,9 @@ class Bench:
         return device.cls(**kwargs)
 
     def open(self) -> None:
-        """Connect every device: serial accessories first (put in their safe state), then SLM, camera."""
+        """Connect every device: serial accessories first (put in their safe state), then SLM (given the
+        system's measured phase response ``slm.gamma`` through slmsuite's ``set_gamma``, when there is
+        one), camera."""
         spec, config = self.spec, self.spec.config
         common = {"system": spec.system, "seed": config.seed}
         for name, device in spec.serial.items():
@@ -104,6 +106,8 @@ class Bench:
         slm = self._construct(spec.slm, **common)
         try:
             self._check_slm(slm)
+            if spec.system.slm.gamma:  # the measured response: masks (radians) go through its LUT
+                slm.set_gamma(np.asarray(spec.system.slm.gamma, dtype=np.float64))
             self.slm = SLMController(
                 slm,
                 (spec.system.optics.n, spec.system.optics.n),

@@ -9,14 +9,19 @@ does not: ``slm`` (the SLM object, for cameras such as slmsuite's simulated one)
 Validation happens at load time, before any device is touched: unknown keys, wrong types and
 out-of-range values raise :class:`~hil.common.config.ConfigError` naming the file and the dotted key.
 ``kwargs`` are checked against the constructor's signature (following ``**kwargs`` into base
-classes) and, for built-in drivers, against their ``Settings`` dataclass (types and ranges).
+classes) and, for built-in drivers, against their ``Settings`` dataclass (types and ranges). Keys a
+constructor reads out of its ``**kwargs`` by name (``kwargs.pop("key")``, ``kwargs["key"]``) count as
+named; a driver that uses its ``**kwargs`` in any other way (stores them, passes them elsewhere)
+receives keys no signature names, and the keys a signature does name are still type-checked.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 import inspect
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -195,6 +200,9 @@ def _signature_parameters(cls: type) -> dict[str, tuple[Any, Any]]:
         for p in params:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in out:
                 out[p.name] = (_plain_type(hints.get(p.name, Any)), p.default)
+            elif p.kind == p.VAR_KEYWORD:
+                for name in _var_keyword_use(klass.__dict__["__init__"], p.name)[0]:
+                    out.setdefault(name, (Any, None))
         settings = klass.__dict__.get("Settings")
         if dataclasses.is_dataclass(settings):
             settings_hints = typing.get_type_hints(settings)
@@ -240,16 +248,45 @@ def _check_kwargs(cls: type, kwargs: dict[str, Any], where: str, key: str, exclu
 
 
 def _accepts_anything(cls: type) -> bool:
-    """True if ``**kwargs`` reaches a constructor we cannot see through (then unknown keys pass)."""
+    """True if a constructor's ``**kwargs`` may consume keys we cannot list (stored whole, passed
+    to something other than the base constructor): then keys no signature names pass, and the
+    named ones are still type-checked. A ``Settings`` dataclass or a closed signature ends the chain."""
     for klass in cls.__mro__:
         params = _init_parameters(klass)
         if params is None:
             continue
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
+        var = next((p.name for p in params if p.kind == p.VAR_KEYWORD), None)
+        if var is None or klass.__dict__.get("Settings") is not None:
             return False
-        if klass.__dict__.get("Settings") is not None:
-            return False
-    return True
+        if _var_keyword_use(klass.__dict__["__init__"], var)[1]:
+            return True
+    return False
+
+
+def _var_keyword_use(init: Any, var: str) -> tuple[set[str], bool]:
+    """Keys ``init`` reads from its ``**var`` by name (``var.get("k")``, ``var.pop("k")``,
+    ``var["k"]``, ``var.setdefault("k", ...)``) and whether it uses ``var`` in any other way than
+    that and forwarding ``**var`` to an ``__init__`` (True also when the source is unavailable)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
+    except (OSError, TypeError, SyntaxError):
+        return set(), True
+    understood, names = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target = node.func.value
+            if node.func.attr == "__init__":
+                understood |= {id(k.value) for k in node.keywords if k.arg is None and isinstance(k.value, ast.Name)}
+            elif isinstance(target, ast.Name) and target.id == var and node.func.attr in ("get", "pop", "setdefault"):
+                if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                    understood.add(id(target))
+                    names.add(node.args[0].value)
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == var:
+            if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+                understood.add(id(node.value))
+                names.add(node.slice.value)
+    uses = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == var]
+    return names, not all(id(n) in understood for n in uses)
 
 
 def _device(kind: str, name: str, driver: str, kwargs: dict[str, Any], where: str, key: str) -> DeviceSpec:

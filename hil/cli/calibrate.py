@@ -102,12 +102,13 @@ def radiometry(
 def geometry(
     out: Path = typer.Option(..., "--out", help="Registration (JSON); frames go beside it."),
     bench_config: Path = BENCH,
-    frames_count: int = typer.Option(4, "--frames", min=1, help="Lit frames averaged."),
-    dark_frames: int = typer.Option(4, min=0, help="Dark frames subtracted."),
-    seed: int = typer.Option(0, help="Seed of the random mask whose model CDP is the template."),
+    frames_count: int = typer.Option(2, "--frames", min=1, help="Lit frames averaged per spot."),
+    dark_frames: int = typer.Option(4, min=2, help="Dark frames subtracted (and checked dark)."),
+    cycles: int = typer.Option(None, help="Grating periods across the mask (default n // 4)."),
+    exposure_s: float = typer.Option(None, help="Camera exposure (s) for the spot frames (default: the bench's)."),
     dry_run: bool = DRY_RUN,
 ) -> None:
-    """Affine camera-pixel -> model-grid registration (OpenCV ECC) from a known mask's CDP."""
+    """Affine camera-pixel -> model-grid registration from a 3 x 3 grid of grating spots."""
     from calibration.geometry import measure_geometry
     from hil.bench.bench import Bench
     from hil.bench.config import load_bench
@@ -115,22 +116,35 @@ def geometry(
 
     console = Console()
     spec = load_bench(bench_config)
+    _check_exposure(spec, exposure_s)
     frames = _frames_file(out)
-    console.print(f"plan: {dark_frames} dark + {frames_count} lit frames of a random mask; {SAMPLE_OUT}; result {out}")
+    console.print(
+        f"plan: {dark_frames} dark + 9 x {frames_count} lit frames of grating spots; {SAMPLE_OUT}; result {out}"
+    )
     if dry_run:
         console.print("dry run: configs and options are valid; nothing was sent to any device")
         return
-    settings = {"frames": frames_count, "dark_frames": dark_frames, "seed": seed}
-    with Bench(spec) as bench, FrameLog(frames, "geometry", settings, seed=seed) as log:
-        registration = measure_geometry(bench, log, _random_mask(spec.system.optics.n, seed), frames_count, dark_frames)
+    settings = {"frames": frames_count, "dark_frames": dark_frames, "cycles": cycles, "exposure_s": exposure_s}
+    with Bench(spec) as bench, FrameLog(frames, "geometry", settings) as log:
+        if exposure_s is not None:
+            bench.set_exposure(exposure_s)
+        result = measure_geometry(bench, log, cycles, frames_count, dark_frames)
     out.parent.mkdir(parents=True, exist_ok=True)
-    registration.save(out)
-    p = registration.parameters()
+    result.registration.save(out)
+    p = result.registration.parameters()
     console.print(
         f"scale {p['scale_x']:.5f} x {p['scale_y']:.5f} model px per camera px, rotation {p['rotation_deg']:.3f} deg, "
-        f"shift ({p['shift_x_px']:.3f}, {p['shift_y_px']:.3f}) px, correlation {registration.correlation:.4f}; "
+        f"shift ({p['shift_x_px']:.3f}, {p['shift_y_px']:.3f}) px; spot fit residual {result.residual_model_px:.3g} "
+        f"model px rms, faintest spot {result.min_spot_sigmas:.0f} sigma, "
+        f"correlation {result.registration.correlation:.3f}; "
         f"wrote {out}; bench left safe"
     )
+
+
+def _check_exposure(spec, exposure_s: float | None) -> None:
+    limits = spec.config.camera.exposure_limits_s
+    if exposure_s is not None and not limits[0] <= exposure_s <= limits[1]:
+        raise ValueError(f"--exposure-s {exposure_s}: must lie within camera.exposure_limits_s {list(limits)}")
 
 
 @app.command("slm-response")
@@ -140,24 +154,23 @@ def slm_response(
     level_step: int = typer.Option(1, min=1, help="Measure every level_step-th gray level (the top one always)."),
     reference_level: int = typer.Option(0, min=0, help="Gray level of the reference half."),
     frames_count: int = typer.Option(1, "--frames", min=1, help="Frames averaged per level."),
-    registration: Path = typer.Option(None, help="Camera-to-model registration (hil calibrate geometry)."),
+    exposure_s: float = typer.Option(None, help="Camera exposure (s) for the frames (default: the bench's)."),
     update_system: Path = typer.Option(None, help="Also write slm.gamma into this system.yaml."),
     dry_run: bool = DRY_RUN,
 ) -> None:
-    """Phase per gray level (slmsuite gamma, units of 2π) by two-region interference on the CDP camera."""
+    """Phase per gray level (slmsuite gamma, units of 2π) by two-region interference; no template or registration."""
     from calibration.slm_response import measure_slm_response
     from hil.bench.bench import Bench
     from hil.bench.config import load_bench
     from hil.bench.frame_log import FrameLog
-    from hil.physics.registration import load_registration
 
     console = Console()
     spec = load_bench(bench_config)
+    _check_exposure(spec, exposure_s)
     total = spec.system.slm.levels
     levels = sorted(set(range(0, total, level_step)) | {total - 1})
     if not reference_level < total:
         raise ValueError(f"--reference-level {reference_level} is not a gray level of a {total}-level SLM")
-    registered = load_registration(registration) if registration is not None else None
     frames = _frames_file(out)
     console.print(
         f"plan: {len(levels)} of {total} gray levels, {frames_count} frame(s) each, reference level "
@@ -166,14 +179,16 @@ def slm_response(
     if dry_run:
         console.print("dry run: configs and options are valid; nothing was sent to any device")
         return
-    settings = {"levels": levels, "reference_level": reference_level, "frames": frames_count}
+    settings = {"levels": levels, "reference_level": reference_level, "frames": frames_count, "exposure_s": exposure_s}
     with Bench(spec) as bench, FrameLog(frames, "slm-response", settings) as log:
-        result = measure_slm_response(bench, log, levels, reference_level, frames_count, registered)
+        if exposure_s is not None:
+            bench.set_exposure(exposure_s)
+        result = measure_slm_response(bench, log, levels, reference_level, frames_count)
     _write_yaml(out, {"slm": result.system_keys(), "measurement": result.to_dict()})
     console.print(
         f"phase range {result.phase_range_rad:.4f} rad ({result.phase_range_rad / 6.283185307179586:.4f} x 2π), "
-        f"min fringe contrast {result.min_contrast:.3f}, worst residual {result.rms_residual:.3g}; wrote {out}; "
-        "bench left safe"
+        f"modulation {result.modulation_snr:.3g} x noise, ellipse residual {result.ellipse_residual:.3g}, "
+        f"rank-2 residual {result.rank_residual:.3g}; wrote {out}; bench left safe"
     )
     if update_system is not None:
         _update_system(update_system, "slm", result.system_keys(), console)

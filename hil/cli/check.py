@@ -17,9 +17,14 @@ from hil.common.config import ConfigError
 def check(
     config: Path = typer.Option(DEFAULT_BENCH, "--bench", "--config", help="Bench config (YAML)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config and print the plan; touch no device."),
+    light: bool = typer.Option(
+        True, "--light/--no-light", help="Also take a frame with the light off and one with it on (random mask)."
+    ),
 ) -> None:
     """Connect to each device (SLM, camera, serial accessories), report identity and status, leave
-    the bench in its safe state. Exit status 1 if a device fails, 2 if the config is invalid."""
+    the bench in its safe state. With ``--light`` (default) a random mask is shown and a frame is
+    taken with the light off and one with it on: a warning when light reaches the camera with the
+    shutter closed or a frame is saturated. Exit status 1 if a device fails, 2 if the config is invalid."""
     console = Console()
     try:
         spec = load_bench(config)
@@ -41,6 +46,7 @@ def check(
     try:
         with Bench(spec) as bench:
             rows = bench.describe()
+            warnings = light_test(bench) if light else []
             problems = bench.safe_state()
     except (DeviceError, OSError, ValueError) as exc:
         console.print(f"[red]device check failed[/red]: {exc}")
@@ -51,7 +57,41 @@ def check(
     for row in rows:
         table.add_row(row["device"], row["driver"], row["identity"], row["status"])
     console.print(table)
+    for warning in warnings:
+        console.print(f"[yellow]warning[/yellow]: {warning}")
     if problems:
         console.print("[red]safe state not confirmed[/red]: " + "; ".join(problems))
         raise typer.Exit(1)
     console.print("all devices answered; bench left in its safe state (shutter closed, laser off, SLM blank)")
+
+
+def light_test(bench: Bench, seed: int = 0) -> list[str]:
+    """Warnings from a frame with the light off and one with it on, a random mask shown (SLM blanked after)."""
+    import numpy as np
+
+    from calibration.frame_checks import LEAK_Z_MAX, camera_ceiling_adu, dark_check
+
+    if not any(hasattr(accessory, "emit") for accessory in bench.serial.values()):
+        return ["no light source under the bench's control: frames with the light off cannot be checked"]
+    n = bench.spec.system.optics.n
+    bench.show_mask(np.random.default_rng(seed).uniform(0, 2 * np.pi, (n, n)))
+    try:
+        bench.light_off()
+        dark = bench.capture().astype(np.float64)
+        with bench.lit():
+            lit = bench.capture().astype(np.float64)
+    finally:
+        bench.slm.blank()
+    warnings = []
+    ceiling = camera_ceiling_adu(bench.camera)
+    for name, frame in (("with the light off", dark), ("lit", lit)):
+        count = 0 if ceiling is None else int((frame >= ceiling).sum())
+        if count:
+            warnings.append(f"test frame {name}: {count} saturated pixels at {ceiling:g} ADU")
+    check = dark_check(dark[None], lit)
+    if check.z > LEAK_Z_MAX:
+        warnings.append(
+            f"light reaches the camera with the shutter closed: the dark frame holds the lit pattern "
+            f"(correlation {check.correlation:.3f}, about {100 * check.leak_fraction:.2g} % of the light)"
+        )
+    return warnings

@@ -455,9 +455,12 @@ class CDPOperator:
 
     @staticmethod
     def _unmeasured_kept(back_ratio: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
-        """Per-bin field scale ``sqrt(D^T ratio / D^T 1)``; 1 on bins no camera pixel sees (nothing measured there)."""
+        """Per-bin field scale ``sqrt(D^T ratio / D^T 1)``; 1 on bins no camera pixel sees (nothing measured there).
+
+        Clamped above 0 so that the gradient at dark pixels is 0, not 0 x inf.
+        """
         seen = coverage > 1e-12
-        return torch.where(seen, torch.sqrt(back_ratio / torch.where(seen, coverage, 1.0)), 1.0)
+        return torch.where(seen, torch.sqrt((back_ratio / torch.where(seen, coverage, 1.0)).clamp_min(1e-30)), 1.0)
 
     def modulus_projection(self, z: torch.Tensor, sqrt_y: torch.Tensor, eps_rel: float = 0.0) -> torch.Tensor:
         """Nearest detector fields to ``z`` whose binned intensity is ``sqrt_y²`` (``P_M``).
