@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from hil.data import objects
+from hil.data.datasets import DataSpec, batch
 
-SAMPLE_KINDS = ("none", "phase_screen", "cells", "resolution_target")
+SAMPLE_KINDS = ("none", "phase_screen", "cells", "resolution_target", "natural")
 
 
 def normalised_grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -52,9 +53,13 @@ def zernike_aberration(shape: tuple[int, int], coefficients_rad: tuple[float, ..
 
 
 def sample_phase(kind: str, n: int, rng: np.random.Generator, phi_max_rad: float) -> np.ndarray:
-    """Thin phase sample ``(n, n)`` in radians: a generator of :mod:`hil.data.objects`, a ``.npy`` file, or flat."""
+    """Thin phase sample ``(n, n)`` in radians: a generator of :mod:`hil.data.objects`, a natural image
+    (a held-out scikit-image crop), a ``.npy`` file, or flat."""
     if kind == "none":
         return np.zeros((n, n))
+    if kind == "natural":
+        spec = DataSpec(sources=("skimage",), n=n, phi_max_rad=phi_max_rad, augment=False)
+        return batch(spec, "test", 1, seed=int(rng.integers(2**31)))[0][0].numpy().astype(np.float64)
     if kind in SAMPLE_KINDS:
         return getattr(objects, kind)(n, rng).astype(np.float64) * phi_max_rad
     phase = np.load(Path(kind), allow_pickle=False)
