@@ -16,12 +16,16 @@ units (``|field|^2``). Frames then go through the sensor of the system config's
   dark unless its shutter is open and its laser on, and scale with its power setpoint divided
   by ``reference_power_mw``.
 
-Noise draws come from a ``torch.Generator`` seeded with ``seed``: deterministic.
+Noise draws come from a ``torch.Generator`` seeded with ``seed``: deterministic. Like a real
+camera's frame metadata, ``frame_number`` counts the frames exposed (1, 2, ...) and
+``frame_time_s`` holds the ``time.perf_counter()`` of the last exposure, so a consumer counts
+dropped frames instead of guessing them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +101,7 @@ class SimulatedBenchCamera(SimulatedCamera):
         self._window = geometry.detector_window()
         self._roi_pixels = geometry.slm_shape[0] * geometry.slm_shape[1]
         self._generator = torch.Generator().manual_seed(seed)
+        self.frame_number, self.frame_time_s = 0, float("nan")
         b = self.spec.binning
         height, width = self.detector_shape
         if height % b or width % b:
@@ -130,6 +135,8 @@ class SimulatedBenchCamera(SimulatedCamera):
         return float(state["power_mw"]) / self.settings.reference_power_mw
 
     def _get_image_hw(self, timeout_s: float = 0, quantize: bool = True) -> np.ndarray:
+        self.frame_number += 1
+        self.frame_time_s = time.perf_counter()
         spec = self.spec
         ratio = self.light() * self.exposure_s / self.settings.reference_exposure_s
         intensity = self._intensity()
