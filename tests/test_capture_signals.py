@@ -116,3 +116,31 @@ def test_auto_exposure_gives_up_when_even_the_shortest_exposure_saturates(tmp_pa
     cfg = _bench(tmp_path, sensor={"adc_bits": 8, "gain_adu_per_e": 4.0, "photons_per_pixel": 1e7})
     with pytest.raises(SaturationError, match="auto-exposure: saturated even at 1e-05 s"):
         _capture(cfg, tmp_path / "c.h5", frames=1, dark_frames=1, exposure_s=1e-4, auto_exposure=0.5)
+
+
+def test_decoder_photon_level_of_an_averaged_capture(tmp_path, monkeypatch):
+    """reconstruct --bundle and finetune give the decoder the photons the four frames integrated."""
+    from typer.testing import CliRunner
+
+    import hil.bench.reconstruct as reconstruct
+    from calibration.finetune import load_measured
+    from hil.cli import app
+    from hil.learning.bundle import load_bundle, save_bundle
+    from hil.learning.decoders import DecoderConfig
+    from hil.learning.training import TrainConfig, build_model
+    from hil.physics.system import load_system
+
+    cfg = TrainConfig(role="student", decoder=DecoderConfig(stages=1, channels=4, hidden_layers=1, refine_steps=1))
+    system = load_system()
+    path = save_bundle(tmp_path / "bundle", build_model(cfg, system).system, cfg, system, metrics={})
+    bundle = load_bundle(path)
+    with Bench.from_config(_bench(tmp_path)) as bench:
+        mask = bundle.mask_rad[0].double().numpy()
+        capture_cdp(bench, mask, CaptureSettings(frames=4, dark_frames=1), tmp_path / "c.h5")
+    assert load_measured([tmp_path / "c.h5"], bundle).photons.item() == pytest.approx(200.0, rel=0.03)
+    levels = []
+    real_decode = reconstruct.decode
+    monkeypatch.setattr(reconstruct, "decode", lambda s, op, y, p: levels.append(p) or real_decode(s, op, y, p))
+    result = CliRunner().invoke(app, ["reconstruct", str(tmp_path / "c.h5"), "--bundle", str(path)])
+    assert result.exit_code == 0, result.output
+    assert levels == [pytest.approx(200.0, rel=0.03)]

@@ -138,3 +138,11 @@ def test_live_command_runs_the_shipped_student(tmp_path):
     assert "6 of 6 frames decoded (6 triggers, 0 dropped)" in " ".join(result.output.split())
     with h5py.File(out) as h5:
         assert len(h5["phase_rad"]) == len(h5["frames"]) == 6 and h5.attrs["procedure"] == "live"
+
+
+def test_live_rate_comes_from_the_trigger_period():
+    from hil.bench.config import load_bench
+    from hil.bench.live import trigger_rate_fps
+
+    assert trigger_rate_fps(load_bench(LIVE_BENCH)) == pytest.approx(20.0)  # period_us: 50000
+    assert trigger_rate_fps(load_bench(REPO / "configs" / "bench_sim.yaml")) == pytest.approx(100.0)

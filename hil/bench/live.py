@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 from hil.bench.bench import Bench
+from hil.bench.config import BenchSpec
 from hil.bench.exposure import auto_expose
 from hil.bench.frame_log import FrameLog
 from hil.bench.reconstruct import frame_to_photons, to_model_units
 from hil.bench.signals import check_dark
 from hil.common.config import to_mapping
-from hil.learning.bundle import Bundle
+from hil.learning.coded_system import CodedSystem
 from hil.physics.optics import CDPOperator
 
 Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, 1, Hd, Wd), photons (B,) -> phase (B, n, n)
@@ -174,10 +175,20 @@ def _camera_frame(bench: Bench, host_count: int) -> _Frame:
     )
 
 
-def bundle_decoder(bundle: Bundle) -> tuple[CDPOperator, Decoder]:
-    """The bundle's operator and its decoder as a live :data:`Decoder` (per-frame photon levels)."""
-    system = bundle.system.eval()
-    op = system.operator()
+def trigger_rate_fps(spec: BenchSpec, default: float = 20.0) -> float:
+    """The frame rate the bench config sets for its trigger box (``period_us``), else ``default``."""
+    for name, device in spec.serial.items():
+        period_us = spec.config.serial[name].kwargs.get("period_us")
+        if hasattr(device.cls, "fire") and period_us:
+            return 1e6 / period_us
+    return default
+
+
+def system_decoder(system: CodedSystem) -> tuple[CDPOperator, Decoder]:
+    """A coded system's operator and its decoder as a live :data:`Decoder` (per-frame photon levels)."""
+    system = system.eval()
+    with torch.no_grad():
+        op = system.operator()
 
     @torch.no_grad()
     def decode(y: torch.Tensor, photons: torch.Tensor) -> torch.Tensor:

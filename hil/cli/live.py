@@ -22,7 +22,7 @@ def live(
     ),
     seed: int = typer.Option(0, help="Seed of the random mask."),
     out: Path = typer.Option(None, help="HDF5 file for phase maps and frames (default runs/live-<time>.h5)."),
-    fps: float = typer.Option(20.0, help="Trigger rate, frames per second."),
+    fps: float = typer.Option(None, help="Trigger rate, frames per second (default: the trigger box's period_us)."),
     frames: int = typer.Option(200, min=1, help="Triggers to send (the run's length)."),
     queue_frames: int = typer.Option(8, min=1, help="Frames that may wait for the decoder before drops."),
     max_batch: int = typer.Option(16, min=1, help="Most frames decoded together."),
@@ -42,15 +42,16 @@ def live(
     from hil.bench.bench import Bench
     from hil.bench.config import load_bench
     from hil.bench.frame_log import ensure_new
-    from hil.bench.live import LiveSettings, bundle_decoder, run_live
+    from hil.bench.live import LiveSettings, run_live, system_decoder, trigger_rate_fps
     from hil.bench.reconstruct import reconstruct_classical
     from hil.learning.bundle import load_bundle
     from hil.physics.slm import SLMModel
 
     console = Console()
     torch.set_num_threads(threads)
-    settings = LiveSettings(fps, frames, queue_frames, max_batch, dark_frames, auto_exposure, keep_frames)
     spec = load_bench(bench_config)
+    fps = fps or trigger_rate_fps(spec)
+    settings = LiveSettings(fps, frames, queue_frames, max_batch, dark_frames, auto_exposure, keep_frames)
     if random_mask:
         n = spec.system.optics.n
         mask_rad = np.random.default_rng(seed).uniform(0, 2 * np.pi, (n, n))
@@ -59,7 +60,7 @@ def live(
     else:
         loaded = load_bundle(bundle, expect_system=spec.system)
         mask_rad = loaded.mask_rad[0].numpy().astype(np.float64)
-        op, decode = bundle_decoder(loaded)
+        op, decode = system_decoder(loaded.system)
     if raar is not None:
 
         def decode(y, _photons):  # noqa: F811 - RAAR instead of the bundle's decoder, same mask
