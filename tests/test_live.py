@@ -18,17 +18,15 @@ from drivers.serial_sim import simulated_device
 from drivers.sim_optics import DriftingSample
 from hil.bench.bench import Bench
 from hil.bench.live import LiveSettings, run_live
-from hil.bench.reconstruct import reconstruct_classical
-from hil.physics.slm import SLMModel
+from hil.bench.reconstruct import mask_operator, reconstruct_classical, uniform_mask
 
 REPO = Path(__file__).resolve().parents[1]
 LIVE_BENCH = REPO / "configs" / "bench_sim_live.yaml"
 
 
 def _mask_and_op(bench: Bench):
-    system = bench.spec.system
-    mask = np.random.default_rng(0).uniform(0, 2 * math.pi, (system.optics.n,) * 2)
-    return mask, system.geometry().operator(SLMModel(system.slm).transmittance(torch.from_numpy(mask)[None]))
+    mask = uniform_mask(bench.spec.system.optics.n, 0)
+    return mask, mask_operator(bench.spec.system, mask)
 
 
 def _numbers(h5: h5py.File, group: str) -> list[int]:
@@ -138,6 +136,7 @@ def test_live_command_runs_the_shipped_student(tmp_path):
     assert "6 of 6 frames decoded (6 triggers, 0 dropped)" in " ".join(result.output.split())
     with h5py.File(out) as h5:
         assert len(h5["phase_rad"]) == len(h5["frames"]) == 6 and h5.attrs["procedure"] == "live"
+        assert json.loads(h5.attrs["provenance_json"])["config"]["decoder"].endswith("models/student)")
 
 
 def test_live_rate_comes_from_the_trigger_period():

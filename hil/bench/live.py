@@ -216,16 +216,18 @@ def run_live(
     settings: LiveSettings,
     path: Path,
     progress: Callable[[LiveStats], None] | None = None,
+    decoder: str = "",
 ) -> LiveStats:
     """Show ``mask_rad`` ``(n, n)``, take the dark level, then stream ``settings.frames`` triggers.
 
-    ``op`` is the model of the shown mask, ``decode`` turns CDPs in model units into phase maps.
-    Returns the run's counts and timings; they are also written to ``path``'s ``result_json``.
+    ``op`` is the model of the shown mask, ``decode`` turns CDPs in model units into phase maps
+    (``decoder`` says which, for the provenance). Returns the run's counts and timings; they are
+    also written to ``path``'s ``result_json``.
     """
     camera = bench.spec.system.camera  # the calibrated sensor
     bench.show_mask(mask_rad)
     stats = LiveStats()
-    record = {"live": to_mapping(settings), "bench": to_mapping(bench.spec.config)}
+    record = {"live": to_mapping(settings), "bench": to_mapping(bench.spec.config), "decoder": decoder}
     with FrameLog(path, "live", record, seed=bench.spec.config.seed) as log:
         system_json = json.dumps(to_mapping(bench.spec.system))
         log.set_attrs(system_json=system_json, camera_spec_json=json.dumps(to_mapping(camera)))
@@ -244,7 +246,7 @@ def run_live(
             dark_adu = np.full(shape, camera.dark_offset_adu)
         jobs: queue.Queue = queue.Queue(maxsize=settings.queue_frames)
         stop = threading.Event()
-        decoder = _DecoderThread(jobs, stop, model_converter(op, camera, dark_adu), decode, log, stats, settings)
+        worker = _DecoderThread(jobs, stop, model_converter(op, camera, dark_adu), decode, log, stats, settings)
         trigger = next((a for a in bench.serial.values() if hasattr(a, "fire")), None)
         start = None
         try:
@@ -253,13 +255,13 @@ def run_live(
                     trigger.configure(period_us=max(1, round(1e6 / settings.fps)), count=0)
                     trigger.arm()
                     fired_before = trigger.fired()
-                decoder.start()
+                worker.start()
                 start = time.perf_counter()
                 _acquire(bench, trigger, jobs, stop, settings, stats, start, progress)
         finally:
             stop.set()  # the decoder finishes what is queued, then ends
-            if decoder.is_alive():
-                decoder.join()
+            if worker.is_alive():
+                worker.join()
             if start is not None:
                 stats.elapsed_s = time.perf_counter() - start
             if trigger is not None:
@@ -267,8 +269,8 @@ def run_live(
                 stats.triggers = trigger.fired() - fired_before
             log.set_attrs(dropped_frame_numbers=json.dumps(stats.dropped))
             log.set_result(stats.summary())
-        if decoder.error is not None:
-            raise decoder.error
+        if worker.error is not None:
+            raise worker.error
     return stats
 
 

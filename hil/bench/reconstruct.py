@@ -22,6 +22,17 @@ from hil.physics.system import SystemConfig
 from hil.solvers import solve
 
 
+def mask_operator(system: SystemConfig, mask_rad: np.ndarray | torch.Tensor) -> CDPOperator:
+    """The operator of a mask ``(n, n)`` in radians as the system's SLM realises it."""
+    mask = torch.as_tensor(mask_rad, dtype=torch.float64)
+    return system.geometry().operator(SLMModel(system.slm).transmittance(mask[None]))
+
+
+def uniform_mask(n: int, seed: int) -> np.ndarray:
+    """A uniformly random coded phase mask ``(n, n)`` in radians (the classical baseline's mask)."""
+    return np.random.default_rng(seed).uniform(0, 2 * np.pi, (n, n))
+
+
 def frame_to_photons(cdp_adu: np.ndarray, camera: CameraSpec) -> torch.Tensor:
     """Dark-subtracted frame (ADU, (height, width)) -> detected photons per pixel, float32."""
     return torch.from_numpy(np.asarray(cdp_adu, dtype=np.float32) / (camera.gain_adu_per_e * camera.quantum_efficiency))
@@ -109,7 +120,7 @@ def load_capture(path: str | Path, registration: Registration | None = None) -> 
     except SignalError as exc:
         raise SignalError(f"{path}: {exc}") from None
     mask_rad = torch.from_numpy(np.asarray(mask, dtype=np.float64))
-    op = system.geometry().operator(SLMModel(system.slm).transmittance(mask_rad[None]))
+    op = mask_operator(system, mask_rad)
     if registration is not None:
         cdp_adu = registration.resample(cdp_adu)
     photons = frame_to_photons(cdp_adu, camera)

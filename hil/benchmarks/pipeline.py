@@ -76,7 +76,7 @@ def measure(n: int, frames: int, repeats: int = 3, progress: Callable[[str], Non
         mask_rad = system.mask_rad[0].detach().double().numpy()
         settings = LiveSettings(fps=camera_fps, frames=frames, dark_frames=2)
         with Bench(spec) as bench:
-            stats = run_live(bench, mask_rad, op, decode, settings, folder / "live.h5")
+            stats = run_live(bench, mask_rad, op, decode, settings, folder / "live.h5", decoder=f"student ({weights})")
     s = stats.summary()
     progress(f"n={n}: live {s['fps']:.1f} fps at a {camera_fps:.0f} fps camera, {s['dropped']} dropped")
     return {

@@ -46,7 +46,7 @@ def demo(
     from drivers.sim_optics import SAMPLE_KINDS, sample_phase
     from hil.bench.bench import Bench
     from hil.bench.capture import CaptureSettings, capture_cdp
-    from hil.bench.reconstruct import load_capture
+    from hil.bench.reconstruct import load_capture, uniform_mask
     from hil.bench.report import SampleResult, gray_image, write_report
     from hil.common.config import to_mapping
     from hil.common.provenance import record
@@ -67,9 +67,7 @@ def demo(
         if loaded is not None:
             mask_rad = loaded.mask_rad[0].numpy().astype(np.float64)
         else:
-            generator = torch.Generator().manual_seed(seed)
-            n = system.optics.n
-            mask_rad = (torch.rand((n, n), generator=generator, dtype=torch.float64) * 2 * math.pi).numpy()
+            mask_rad = uniform_mask(system.optics.n, seed)
         device = bench.slm.slm
         if not hasattr(device, "set_sample"):  # a real bench: whatever sample is in the beam
             console.print("this bench cannot switch samples: one capture of the sample in the beam")

@@ -43,9 +43,8 @@ def live(
     from hil.bench.config import load_bench
     from hil.bench.frame_log import ensure_new
     from hil.bench.live import LiveSettings, run_live, system_decoder, trigger_rate_fps
-    from hil.bench.reconstruct import reconstruct_classical
+    from hil.bench.reconstruct import mask_operator, reconstruct_classical, uniform_mask
     from hil.learning.bundle import load_bundle
-    from hil.physics.slm import SLMModel
 
     console = Console()
     torch.set_num_threads(threads)
@@ -54,8 +53,8 @@ def live(
     settings = LiveSettings(fps, frames, queue_frames, max_batch, dark_frames, auto_exposure, keep_frames)
     if random_mask:
         n = spec.system.optics.n
-        mask_rad = np.random.default_rng(seed).uniform(0, 2 * np.pi, (n, n))
-        op = spec.system.geometry().operator(SLMModel(spec.system.slm).transmittance(torch.from_numpy(mask_rad)[None]))
+        mask_rad = uniform_mask(n, seed)
+        op = mask_operator(spec.system, mask_rad)
         raar = raar or 50
     else:
         loaded = load_bundle(bundle, expect_system=spec.system)
@@ -78,7 +77,9 @@ def live(
                        latency=0.0 if latency != latency else latency)  # fmt: skip
 
         with Bench(spec) as bench:
-            stats = run_live(bench, mask_rad, op, decode, settings, out, show)
+            name = f"RAAR {raar} iterations" if raar is not None else "decoder"
+            source = "random mask" if random_mask else str(bundle)
+            stats = run_live(bench, mask_rad, op, decode, settings, out, show, decoder=f"{name} ({source})")
     s = stats.summary()
     console.print(
         f"{s['decoded']} of {s['frames']} frames decoded ({s['triggers']} triggers, {s['dropped']} dropped) at "
