@@ -71,6 +71,21 @@ def test_drops_are_counted_when_the_decoder_is_slower_than_the_camera(tmp_path):
     assert dropped == stats.dropped and sorted(decoded + dropped) == list(range(decoded[0], decoded[0] + 30))
 
 
+def test_frames_without_signal_are_kept_and_counted_not_decoded(tmp_path):
+    doc = yaml.safe_load(LIVE_BENCH.read_text())
+    doc["system"] = str(REPO / "configs" / "system.yaml")
+    doc["serial"]["shutter"]["kwargs"]["power_mw"] = 0.0  # the shutter opens, no light comes out
+    bench_path = tmp_path / "bench.yaml"
+    bench_path.write_text(yaml.safe_dump(doc))
+    path = tmp_path / "live.h5"
+    with Bench.from_config(bench_path) as bench:
+        mask, op = _mask_and_op(bench)
+        stats = run_live(bench, mask, op, lambda y, _p: 1 / 0, LiveSettings(fps=20, frames=5, dark_frames=1), path)
+    assert stats.decoded == 0 and len(stats.rejected) == stats.frames == 5
+    with h5py.File(path) as h5:
+        assert {h5["rejected"][k].attrs["reason"] for k in h5["rejected"]} == {"no signal"} and "phase_rad" not in h5
+
+
 def test_the_live_sample_drifts_back_and_forth():
     sample = DriftingSample("phase_screen", 16, np.random.default_rng(0), math.pi, speed_px_per_s=4.0)
     assert [sample.offset_px(t) for t in (0, 0.5, 1.0, 2.0, 3.0, 4.0)] == [0, 2, 4, 8, 4, 0]  # travel 8 px
@@ -122,7 +137,7 @@ def test_sigint_during_live_imaging_leaves_the_bench_safe_and_the_file_complete(
     with h5py.File(out) as h5:
         result = json.loads(h5.attrs["result_json"])
         assert result["decoded"] == len(h5["phase_rad"]) >= 5
-        assert result["decoded"] + result["dropped"] == result["frames"] == result["triggers"]
+        assert result["decoded"] + result["dropped"] + result["rejected"] == result["frames"] == result["triggers"]
 
 
 def test_live_command_runs_the_shipped_student(tmp_path):
@@ -133,7 +148,9 @@ def test_live_command_runs_the_shipped_student(tmp_path):
     out = tmp_path / "live.h5"
     result = CliRunner().invoke(app, ["live", "--frames", "6", "--fps", "5", "--dark-frames", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "6 of 6 frames decoded (6 triggers, 0 dropped)" in " ".join(result.output.split())
+    assert "6 of 6 frames decoded (6 triggers, 0 dropped, 0 saturated or without signal)" in " ".join(
+        result.output.split()
+    )
     with h5py.File(out) as h5:
         assert len(h5["phase_rad"]) == len(h5["frames"]) == 6 and h5.attrs["procedure"] == "live"
         assert json.loads(h5.attrs["provenance_json"])["config"]["decoder"].endswith("models/student)")

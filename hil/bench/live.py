@@ -5,11 +5,12 @@ there) paces the trigger box at ``fps`` (``FIRE`` after ``ARM``; a bench without
 the host), reads each frame with the camera's own frame number and timestamp when the camera
 gives them (``frame_number``, ``frame_time_s``), and puts it on the queue; when the queue is
 full the frame is dropped and its number recorded, so drops are counted, not guessed. The
-decoder thread takes whatever waits on the queue (up to ``max_batch`` frames at once), turns it
-into model units, decodes it, and writes each phase map, its raw frame and its timing to the
-HDF5 log at once (:class:`hil.bench.frame_log.FrameLog`). On every exit the loop stops, the
-decoder finishes the frames already queued, the trigger box is disarmed and the light switched
-off; the :class:`~hil.bench.bench.Bench` context manager still owns the full safe state.
+decoder thread takes whatever waits on the queue (up to ``max_batch`` frames at once), sets aside
+saturated frames and frames without signal (stored in group ``rejected`` and counted, as a capture
+would refuse them), turns the rest into model units, decodes them, and writes each phase map, its
+raw frame and its timing to the HDF5 log at once (:class:`hil.bench.frame_log.FrameLog`). On every
+exit the loop stops, the decoder finishes the frames already queued, the trigger box is disarmed and
+the light switched off; the :class:`~hil.bench.bench.Bench` context manager still owns the full safe state.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from hil.bench.config import BenchSpec
 from hil.bench.exposure import auto_expose
 from hil.bench.frame_log import FrameLog
 from hil.bench.reconstruct import frame_to_photons, to_model_units
-from hil.bench.signals import check_dark
+from hil.bench.signals import check_dark, saturated_fraction, saturation_level, tolerance_adu
 from hil.common.config import to_mapping
 from hil.learning.coded_system import CodedSystem
 from hil.physics.optics import CDPOperator
@@ -78,6 +79,7 @@ class LiveStats:
     frames: int = 0  # frames the camera delivered (its own frame counter when it has one)
     decoded: int = 0
     dropped: list[int] = field(default_factory=list)  # frame numbers dropped at the full queue
+    rejected: list[int] = field(default_factory=list)  # frame numbers saturated or without signal
     elapsed_s: float = 0.0  # first trigger -> last frame decoded
     latencies_s: list[float] = field(default_factory=list)  # exposure -> phase map written
     decode_s: float = 0.0  # decoder thread: time inside the decoder (device time)
@@ -105,6 +107,7 @@ class LiveStats:
     def summary(self) -> dict[str, float | int]:
         return {
             "triggers": self.triggers, "frames": self.frames, "decoded": self.decoded, "dropped": len(self.dropped),
+            "rejected": len(self.rejected),
             "fps": self.fps, "latency_ms_median": self.latency_ms(0.5), "latency_ms_p95": self.latency_ms(0.95),
             "device_ms_per_frame": self.device_ms_per_frame, "overhead_pct": self.overhead_pct,
             "elapsed_s": self.elapsed_s,
@@ -121,10 +124,10 @@ class _Frame:
 class _DecoderThread(threading.Thread):
     """Takes frames off the queue, decodes them in batches, writes each result to the log."""
 
-    def __init__(self, jobs: queue.Queue, stop: threading.Event, convert: Callable, decode: Decoder, log, stats, cfg):
+    def __init__(self, jobs: queue.Queue, stop: threading.Event, screen, convert, decode: Decoder, log, stats, cfg):
         super().__init__(name="hil-live-decoder", daemon=True)
-        self.jobs, self.stop, self.convert, self.decode, self.log = jobs, stop, convert, decode, log
-        self.stats, self.cfg = stats, cfg
+        self.jobs, self.stop, self.screen, self.convert, self.decode = jobs, stop, screen, convert, decode
+        self.log, self.stats, self.cfg = log, stats, cfg
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -146,8 +149,18 @@ class _DecoderThread(threading.Thread):
             self.error = exc
             self.stop.set()
 
-    def _process(self, batch: list[_Frame]) -> None:
+    def _process(self, frames: list[_Frame]) -> None:
         start = time.perf_counter()
+        batch = []
+        for frame in frames:  # saturated or empty frames are kept and counted, never decoded
+            reason = self.screen(frame.adu)
+            if reason is None:
+                batch.append(frame)
+                continue
+            self.log.add("rejected", frame.adu, frame_number=frame.number, camera_time_s=frame.time_s, reason=reason)
+            self.stats.rejected.append(frame.number)
+        if not batch:
+            return
         y, photons = self.convert([f.adu for f in batch])
         decode_start = time.perf_counter()
         phase = self.decode(y, photons)
@@ -195,6 +208,18 @@ def system_decoder(system: CodedSystem) -> tuple[CDPOperator, Decoder]:
         return system(op, y.to(op.masks.real.dtype), photons).phase_rad
 
     return op, decode
+
+
+def _screen(bench: Bench, dark_adu: np.ndarray) -> Callable[[np.ndarray], str | None]:
+    """Why a raw frame must not be decoded (``saturated``, ``no signal``), or None (the capture's checks)."""
+    level, tol = saturation_level(bench.camera), tolerance_adu(bench.spec.system.camera)
+
+    def screen(adu: np.ndarray) -> str | None:
+        if saturated_fraction(adu, level) > 0:
+            return "saturated"
+        return "no signal" if float(np.mean(adu - dark_adu)) <= tol else None
+
+    return screen
 
 
 def model_converter(op: CDPOperator, camera, dark_adu: np.ndarray) -> Callable:
@@ -246,7 +271,8 @@ def run_live(
             dark_adu = np.full(shape, camera.dark_offset_adu)
         jobs: queue.Queue = queue.Queue(maxsize=settings.queue_frames)
         stop = threading.Event()
-        worker = _DecoderThread(jobs, stop, model_converter(op, camera, dark_adu), decode, log, stats, settings)
+        convert = model_converter(op, camera, dark_adu)
+        worker = _DecoderThread(jobs, stop, _screen(bench, dark_adu), convert, decode, log, stats, settings)
         trigger = next((a for a in bench.serial.values() if hasattr(a, "fire")), None)
         start = None
         try:

@@ -82,7 +82,8 @@ def live(
             stats = run_live(bench, mask_rad, op, decode, settings, out, show, decoder=f"{name} ({source})")
     s = stats.summary()
     console.print(
-        f"{s['decoded']} of {s['frames']} frames decoded ({s['triggers']} triggers, {s['dropped']} dropped) at "
+        f"{s['decoded']} of {s['frames']} frames decoded ({s['triggers']} triggers, {s['dropped']} dropped, "
+        f"{s['rejected']} saturated or without signal) at "
         f"{s['fps']:.1f} fps; latency median {s['latency_ms_median']:.0f} ms, p95 {s['latency_ms_p95']:.0f} ms; "
         f"decoder {s['device_ms_per_frame']:.1f} ms/frame + {s['overhead_pct']:.0f} % pipeline overhead; "
         f"wrote {out}; bench left safe"
