@@ -77,6 +77,18 @@ def _grab(bench: Bench, log: FrameLog, group: str, count: int, shape: tuple[int,
     return np.stack(frames)
 
 
+def dark_level(bench: Bench, log: FrameLog, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Dark level ``(height, width)`` in ADU: the mean of ``count`` dark frames (light off, stored,
+    checked against the calibrated sensor), or the calibrated ``dark_offset_adu`` when ``count`` is 0."""
+    camera = bench.spec.system.camera
+    if not count:
+        return np.full(shape, camera.dark_offset_adu)
+    bench.light_off()
+    dark = _grab(bench, log, "dark", count, shape)
+    check_dark(dark, camera)
+    return dark.mean(axis=0)
+
+
 def capture_cdp(bench: Bench, mask_rad: np.ndarray, settings: CaptureSettings, path: Path) -> CaptureResult:
     """Show ``mask_rad`` ``(n, n)``, record dark then light frames into ``path`` (HDF5), check them.
 
@@ -105,13 +117,7 @@ def capture_cdp(bench: Bench, mask_rad: np.ndarray, settings: CaptureSettings, p
             with bench.lit():
                 exposure_s = auto_expose(bench, settings.auto_exposure, log)
         log.set_attrs(exposure_s=exposure_s)
-        bench.light_off()
-        if settings.dark_frames:
-            dark = _grab(bench, log, "dark", settings.dark_frames, shape)
-            check_dark(dark, camera)
-            dark_mean = dark.mean(axis=0)
-        else:
-            dark_mean = np.full(shape, camera.dark_offset_adu)
+        dark_mean = dark_level(bench, log, settings.dark_frames, shape)
         with bench.lit():
             frames = _grab(bench, log, "frames", settings.frames, shape)
         level = saturation_level(bench.camera)

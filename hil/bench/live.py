@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 from hil.bench.bench import Bench
+from hil.bench.capture import dark_level
 from hil.bench.config import BenchSpec
 from hil.bench.exposure import auto_expose
 from hil.bench.frame_log import FrameLog
 from hil.bench.reconstruct import frame_to_photons, to_model_units
-from hil.bench.signals import check_dark, saturated_fraction, saturation_level, tolerance_adu
+from hil.bench.signals import saturated_fraction, saturation_level, tolerance_adu
 from hil.common.config import to_mapping
 from hil.learning.coded_system import CodedSystem
 from hil.physics.optics import CDPOperator
@@ -262,19 +263,13 @@ def run_live(
                 auto_expose(bench, settings.auto_exposure, log)
         log.set_attrs(exposure_s=float(bench.camera.get_exposure()))
         bench.light_off()
-        shape = np.asarray(bench.capture()).shape
-        if settings.dark_frames:
-            dark = np.stack([log.add("dark", bench.capture()) for _ in range(settings.dark_frames)])
-            check_dark(dark, camera)
-            dark_adu = dark.mean(axis=0)
-        else:
-            dark_adu = np.full(shape, camera.dark_offset_adu)
+        dark_adu = dark_level(bench, log, settings.dark_frames, np.asarray(bench.capture()).shape)
         jobs: queue.Queue = queue.Queue(maxsize=settings.queue_frames)
         stop = threading.Event()
         convert = model_converter(op, camera, dark_adu)
         worker = _DecoderThread(jobs, stop, _screen(bench, dark_adu), convert, decode, log, stats, settings)
         trigger = next((a for a in bench.serial.values() if hasattr(a, "fire")), None)
-        start = None
+        start, fired_before = None, None
         try:
             with bench.lit():
                 if trigger is not None:
@@ -290,7 +285,7 @@ def run_live(
                 worker.join()
             if start is not None:
                 stats.elapsed_s = time.perf_counter() - start
-            if trigger is not None:
+            if fired_before is not None:  # armed
                 trigger.disarm()
                 stats.triggers = trigger.fired() - fired_before
             log.set_attrs(dropped_frame_numbers=json.dumps(stats.dropped))
