@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo demo-student test lint clean
+.PHONY: setup demo demo-student live test lint clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The shipped student (models/student) against RAAR on four samples; writes runs/demo-*/index.html.
 demo: $(STAMP)
 	$(BIN)/hil demo
+
+# Live imaging on the simulated bench with a drifting sample (configs/bench_sim_live.yaml).
+live: $(STAMP)
+	$(BIN)/hil live --frames 200
 
 # Train a student (no teacher, about 7 CPU-minutes) and deploy it on the simulated bench.
 demo-student: $(STAMP)

@@ -17,12 +17,16 @@ model units (``|field|^2``). Frames then go through the sensor of the system con
   dark unless its shutter is open and its laser on, and scale with its power setpoint divided
   by ``reference_power_mw``.
 
-Noise draws come from a ``torch.Generator`` seeded with ``seed``: deterministic.
+Noise draws come from a ``torch.Generator`` seeded with ``seed``: deterministic. Like a real
+camera's frame metadata, ``frame_number`` counts the frames exposed (1, 2, ...) and
+``frame_time_s`` holds the ``time.perf_counter()`` of the last exposure, so a consumer counts
+dropped frames instead of guessing them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +102,7 @@ class SimulatedBenchCamera(SimulatedCamera):
         self.detector_shape = geometry.detector_shape
         self._roi_pixels = geometry.slm_shape[0] * geometry.slm_shape[1]
         self._generator = torch.Generator().manual_seed(seed)
+        self.frame_number, self.frame_time_s = 0, float("nan")
         height, width = geometry.camera_shape
         bits = self.spec.adc_bits if self.spec.adc_bits is not None and self.spec.adc_bits <= 16 else 16
         self._frame_dtype = np.dtype(np.uint8 if bits <= 8 else np.uint16)
@@ -127,6 +132,8 @@ class SimulatedBenchCamera(SimulatedCamera):
         return float(state["power_mw"]) / self.settings.reference_power_mw
 
     def _get_image_hw(self, timeout_s: float = 0, quantize: bool = True) -> np.ndarray:
+        self.frame_number += 1
+        self.frame_time_s = time.perf_counter()
         spec = self.spec
         ratio = self.light() * self.exposure_s / self.settings.reference_exposure_s
         intensity = self._intensity()

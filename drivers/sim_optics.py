@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from hil.data import objects
+from hil.data.datasets import DataSpec, batch
 
-SAMPLE_KINDS = ("none", "phase_screen", "cells", "resolution_target")
+SAMPLE_KINDS = ("none", "phase_screen", "cells", "resolution_target", "natural")
 
 
 def normalised_grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -52,12 +53,40 @@ def zernike_aberration(shape: tuple[int, int], coefficients_rad: tuple[float, ..
 
 
 def sample_phase(kind: str, n: int, rng: np.random.Generator, phi_max_rad: float) -> np.ndarray:
-    """Thin phase sample ``(n, n)`` in radians: a generator of :mod:`hil.data.objects`, a ``.npy`` file, or flat."""
+    """Thin phase sample ``(n, n)`` in radians: a generator of :mod:`hil.data.objects`, a natural image
+    (a held-out scikit-image crop), a ``.npy`` file, or flat."""
     if kind == "none":
         return np.zeros((n, n))
+    if kind == "natural":
+        spec = DataSpec(sources=("skimage",), n=n, phi_max_rad=phi_max_rad, augment=False)
+        return batch(spec, "test", 1, seed=int(rng.integers(2**31)))[0][0].numpy().astype(np.float64)
     if kind in SAMPLE_KINDS:
         return getattr(objects, kind)(n, rng).astype(np.float64) * phi_max_rad
     phase = np.load(Path(kind), allow_pickle=False)
     if phase.shape != (n, n):
         raise ValueError(f"sample file {kind} holds shape {phase.shape}, expected ({n}, {n})")
     return phase.astype(np.float64)
+
+
+class DriftingSample:
+    """A sample larger than the field of view sliding diagonally across it, back and forth.
+
+    The sample is drawn at ``n + travel_px`` pixels; at time ``t_s`` the view is the ``(n, n)``
+    window offset by ``speed_px_per_s * t_s`` along both axes, folded into ``[0, travel_px]`` (it
+    turns round at either end), rounded to whole pixels.
+    """
+
+    def __init__(self, kind: str, n: int, rng: np.random.Generator, phi_max_rad: float, speed_px_per_s: float):
+        if kind not in SAMPLE_KINDS:
+            raise ValueError(f"a drifting sample must be one of {list(SAMPLE_KINDS)}, got {kind!r}")
+        self.n, self.travel_px, self.speed_px_per_s = n, n // 2, speed_px_per_s
+        self.phase_rad = sample_phase(kind, n + self.travel_px, rng, phi_max_rad)
+
+    def offset_px(self, t_s: float) -> int:
+        distance = (self.speed_px_per_s * t_s) % (2 * self.travel_px)
+        return int(round(distance if distance <= self.travel_px else 2 * self.travel_px - distance))
+
+    def at(self, t_s: float) -> np.ndarray:
+        """The sample's phase ``(n, n)`` in radians seen at time ``t_s``."""
+        o = self.offset_px(t_s)
+        return self.phase_rad[o : o + self.n, o : o + self.n]

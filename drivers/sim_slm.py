@@ -25,7 +25,13 @@ import torch
 from slmsuite.hardware.slms.simulated import SimulatedSLM
 from slmsuite.misc.xp import as_numpy
 
-from drivers.sim_optics import SAMPLE_KINDS, gaussian_illumination, sample_phase, zernike_aberration
+from drivers.sim_optics import (
+    SAMPLE_KINDS,
+    DriftingSample,
+    gaussian_illumination,
+    sample_phase,
+    zernike_aberration,
+)
 from drivers.slm import roi_slices
 from hil.physics.optics import macro_upsample
 from hil.physics.slm import crosstalk_blur
@@ -47,6 +53,8 @@ class SimSLMSettings:
         sample: ``none``, a generator of hil.data.objects (``phase_screen``, ``cells``,
             ``resolution_target``, seeded) or a ``.npy`` file of shape (n, n) in radians.
         sample_phi_max_rad: peak phase of a generated sample.
+        sample_drift_px_per_s: a generated sample drifts across the view at this speed (0: static);
+            :meth:`SimulatedBenchSLM.set_sample` stops the drift.
     """
 
     settle_time_s: float = 0.0
@@ -56,6 +64,7 @@ class SimSLMSettings:
     aberration_rad: tuple[float, ...] = ()
     sample: str = "none"
     sample_phi_max_rad: float = math.pi
+    sample_drift_px_per_s: float = 0.0
 
     def __post_init__(self) -> None:
         checks = (
@@ -63,6 +72,7 @@ class SimSLMSettings:
             ("crosstalk_sigma_px", 0 <= self.crosstalk_sigma_px <= 10, "[0, 10]"),
             ("phase_range_rad", 0 < self.phase_range_rad <= TWO_PI, "(0, 2π]"),
             ("sample_phi_max_rad", 0 <= self.sample_phi_max_rad <= 4 * math.pi, "[0, 4π]"),
+            ("sample_drift_px_per_s", 0 <= self.sample_drift_px_per_s <= 1000, "[0, 1000]"),
             ("aberration_rad", len(self.aberration_rad) <= 8, "at most 8 terms (j = 4..11)"),
         )
         for name, ok, allowed in checks:
@@ -107,11 +117,20 @@ class SimulatedBenchSLM(SimulatedSLM):
         self._aberration_rad[self.roi] = zernike_aberration(geometry.slm_shape, self.settings.aberration_rad)
         self.source["amplitude_sim"] = amplitude
         rng = np.random.default_rng(seed)
-        n = self.system.optics.n
-        self.set_sample(sample_phase(self.settings.sample, n, rng, self.settings.sample_phi_max_rad))
+        n, s = self.system.optics.n, self.settings
+        self._drifting, self._t_start = None, time.perf_counter()
+        if s.sample_drift_px_per_s > 0 and s.sample in SAMPLE_KINDS:
+            self._drifting = DriftingSample(s.sample, n, rng, s.sample_phi_max_rad, s.sample_drift_px_per_s)
+            self._apply_sample(self._drifting.at(0.0))
+        else:
+            self._apply_sample(sample_phase(s.sample, n, rng, s.sample_phi_max_rad))
 
     def set_sample(self, phase_rad: np.ndarray) -> None:
-        """Replace the thin phase sample (``(n, n)`` radians; each pixel covers k x k SLM pixels)."""
+        """Replace the thin phase sample (``(n, n)`` radians; each pixel covers k x k SLM pixels); no drift."""
+        self._drifting = None
+        self._apply_sample(phase_rad)
+
+    def _apply_sample(self, phase_rad: np.ndarray) -> None:
         n, k = self.system.optics.n, self.system.slm.macro_pixel
         phase = np.asarray(phase_rad, dtype=np.float64)
         if phase.shape != (n, n):
@@ -145,6 +164,8 @@ class SimulatedBenchSLM(SimulatedSLM):
 
     def field(self) -> np.ndarray:
         """Complex field leaving the SLM now: illumination, aberration, sample and SLM phase (SLM grid)."""
+        if self._drifting is not None:
+            self._apply_sample(self._drifting.at(time.perf_counter() - self._t_start))
         amplitude = np.asarray(as_numpy(self.source["amplitude_sim"]), dtype=np.float64)
         phase = self.physical_phase() + np.asarray(as_numpy(self.source["phase_sim"]), dtype=np.float64)
         return amplitude * np.exp(1j * phase)

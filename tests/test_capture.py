@@ -18,9 +18,14 @@ from hil.physics.optics import CDPGeometry
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _bench_config(tmp_path: Path, **sensor) -> Path:
+def _bench_config(tmp_path: Path, calibrated: bool = True, **sensor) -> Path:
+    """The simulated bench with ``sensor`` overrides; ``calibrated``: the system config knows them."""
+    system = yaml.safe_load((REPO / "configs" / "system.yaml").read_text())
+    if calibrated:
+        system["camera"] |= sensor
+    (tmp_path / "system.yaml").write_text(yaml.safe_dump(system))
     cfg = yaml.safe_load((REPO / "configs" / "bench_sim.yaml").read_text())
-    cfg["system"] = str(REPO / "configs" / "system.yaml")
+    cfg["system"] = str(tmp_path / "system.yaml")
     cfg["camera"]["kwargs"]["sensor"] = sensor
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import torch
 
+from hil.bench.signals import SignalError, check_signal
 from hil.common.config import ConfigError, from_mapping
 from hil.learning.bundle import Bundle
 from hil.learning.coded_system import decode
@@ -19,6 +20,17 @@ from hil.physics.registration import Registration
 from hil.physics.slm import SLMModel
 from hil.physics.system import SystemConfig
 from hil.solvers import solve
+
+
+def mask_operator(system: SystemConfig, mask_rad: np.ndarray | torch.Tensor) -> CDPOperator:
+    """The operator of a mask ``(n, n)`` in radians as the system's SLM realises it."""
+    mask = torch.as_tensor(mask_rad, dtype=torch.float64)
+    return system.geometry().operator(SLMModel(system.slm).transmittance(mask[None]))
+
+
+def uniform_mask(n: int, seed: int) -> np.ndarray:
+    """A uniformly random coded phase mask ``(n, n)`` in radians (the classical baseline's mask)."""
+    return np.random.default_rng(seed).uniform(0, 2 * np.pi, (n, n))
 
 
 def frame_to_photons(cdp_adu: np.ndarray, camera: CameraSpec) -> torch.Tensor:
@@ -52,20 +64,37 @@ def reconstruct_bundle(bundle: Bundle, y: torch.Tensor, photons_per_pixel: float
 
 @dataclass
 class LoadedCapture:
-    """A capture file ready for reconstruction: its system, mask and CDP in model units."""
+    """A capture file ready for reconstruction: its system, mask and CDP in model units.
+
+    ``photons_per_pixel`` is what the averaged CDP integrated (``frames`` times the mean photons
+    per detector pixel of one frame): it sets the decoder's noise level.
+    """
 
     system: SystemConfig
     mask_rad: torch.Tensor  # (n, n) radians, as uploaded
-    photons_per_pixel: float  # mean photons per detector pixel of one frame
+    photons_per_pixel: float  # mean photons per detector pixel integrated over the averaged frames
+    frames: int  # light frames averaged into the CDP
     op: CDPOperator  # the operator of the realised mask (through the system's SLM model)
     y: torch.Tensor  # (1, 1, Hd, Wd) model units
+
+    @property
+    def photons_per_frame(self) -> float:
+        return self.photons_per_pixel / self.frames
+
+
+def _frame_count(h5: h5py.File) -> int:
+    """Light frames averaged into ``cdp_adu``: the stored count, else the frames kept in the file."""
+    if "frames" in h5.attrs:
+        return int(h5.attrs["frames"])
+    return len(h5["frames"]) if "frames" in h5 else 1
 
 
 def load_capture(path: str | Path, registration: Registration | None = None) -> LoadedCapture:
     """Read a file written by :func:`hil.bench.capture.capture_cdp`; a clear error names what is missing.
 
     ``registration`` (from ``hil calibrate geometry``) resamples the camera frame onto the model's
-    detector grid first; without it the frame must already be on that grid.
+    detector grid first; without it the frame must already be on that grid. A CDP without signal
+    (mean at the dark level) is refused: there is nothing to reconstruct.
     """
     path = Path(path)
     if not path.is_file():
@@ -77,7 +106,7 @@ def load_capture(path: str | Path, registration: Registration | None = None) -> 
             ]
             if missing:
                 raise ValueError(f"{path}: not a complete capture (missing {missing}; was the capture interrupted?)")
-            cdp_adu, mask = h5["cdp_adu"][()], h5["mask_rad"][()]
+            cdp_adu, mask, frames = h5["cdp_adu"][()], h5["mask_rad"][()], _frame_count(h5)
             system_data, camera_data = json.loads(h5.attrs["system_json"]), json.loads(h5.attrs["camera_spec_json"])
     except OSError as exc:
         raise ValueError(f"{path}: not a readable HDF5 capture file ({exc})") from None
@@ -86,9 +115,13 @@ def load_capture(path: str | Path, registration: Registration | None = None) -> 
         camera = from_mapping(CameraSpec, camera_data, where=f"{path}:camera_spec_json")
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
+    try:
+        check_signal(cdp_adu[None], 0.0, camera)
+    except SignalError as exc:
+        raise SignalError(f"{path}: {exc}") from None
     mask_rad = torch.from_numpy(np.asarray(mask, dtype=np.float64))
-    op = system.geometry().operator(SLMModel(system.slm).transmittance(mask_rad[None]))
+    op = mask_operator(system, mask_rad)
     if registration is not None:
         cdp_adu = registration.resample(cdp_adu)
     photons = frame_to_photons(cdp_adu, camera)
-    return LoadedCapture(system, mask_rad, float(photons.mean()), op, to_model_units(op, photons))
+    return LoadedCapture(system, mask_rad, frames * float(photons.mean()), frames, op, to_model_units(op, photons))

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from drivers.errors import DeviceError
-from hil.cli import benchmark, calibrate, capture, check, demo, deploy, finetune, reconstruct, train
+from hil.cli import benchmark, calibrate, capture, check, demo, deploy, finetune, live, reconstruct, train
 
 app = typer.Typer(
     name="hil",
@@ -24,6 +24,7 @@ app.command("capture")(capture.capture)
 app.command("reconstruct")(reconstruct.reconstruct)
 app.add_typer(calibrate.app, name="calibrate")
 app.command("finetune")(finetune.finetune)
+app.command("live")(live.live)
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, TimeoutError, ConnectionError, DeviceError)

@@ -132,3 +132,26 @@ def throughput(
                 out.write_text(json.dumps({**header, "rows": rows}, indent=1))  # partial results survive
                 out.with_suffix(".md").write_text(markdown_table(rows))
     console.print(markdown_table(rows))
+
+
+@app.command("pipeline")
+def pipeline(
+    out: Path = typer.Option(Path("benchmarks/pipeline.json"), help="JSON output (Markdown table beside it)."),
+    sizes: list[int] = typer.Option([64, 128], help="Object sizes n (n x n)."),
+    frames: int = typer.Option(100, min=10, help="Live frames per size."),
+    threads: int = typer.Option(1, min=1, help="CPU threads of the decoder."),
+) -> None:
+    """Decode rates (batch 1 and 64) and the live pipeline at the simulated camera's rate, per size."""
+    import torch
+
+    from hil.benchmarks.pipeline import markdown_table, measure
+
+    console = Console()
+    torch.set_num_threads(threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = record({"sizes": sizes, "frames": frames, "threads": threads}, command="hil benchmark pipeline")
+    rows = [measure(n, frames, progress=console.log) for n in sizes]
+    out.write_text(json.dumps({**header, "rows": rows}, indent=1))
+    out.with_suffix(".md").write_text(markdown_table(rows))
+    console.print(markdown_table(rows))
+    console.print(f"wrote {out}, {out.with_suffix('.md')}")

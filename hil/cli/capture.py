@@ -19,6 +19,9 @@ def capture(
     dark_frames: int = typer.Option(4, min=0, help="Dark frames (light off) subtracted."),
     exposure_s: float = typer.Option(None, help="Camera exposure (default: the bench config's)."),
     max_saturated_fraction: float = typer.Option(0.0, help="Largest tolerated saturated-pixel fraction."),
+    auto_exposure: float = typer.Option(
+        None, help="Set the exposure first so the peak pixel is this fraction of full scale (e.g. 0.5)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate configs and mask; touch no device."),
 ) -> None:
     """Show the mask, record dark and light frames, check saturation; the bench is left safe on every exit."""
@@ -43,7 +46,7 @@ def capture(
         n = spec.system.optics.n
         if mask_rad.shape != (n, n):
             raise ValueError(f"{mask}: mask must have shape ({n}, {n}) (height, width), got {mask_rad.shape}")
-    settings = CaptureSettings(frames, dark_frames, exposure_s, max_saturated_fraction)
+    settings = CaptureSettings(frames, dark_frames, exposure_s, max_saturated_fraction, auto_exposure)
     ensure_new(out)  # before any device is touched
     console.print(f"plan: {dark_frames} dark + {frames} light frames, mask {mask_rad.shape}, bench {bench_config}")
     if dry_run:

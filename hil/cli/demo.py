@@ -1,118 +1,141 @@
-"""``hil demo``: the main job end to end on the simulated bench.
+"""``hil demo``: the distilled system end to end on the (simulated) bench, with a report.
 
-Mask (a trained bundle's, or a random 8-bit CPM) -> SLM through its phase LUT -> shutter open ->
-camera frames (dark-subtracted, saturation-checked, stored in HDF5) -> bench left safe ->
-reconstruction of the bench's hidden phase sample from that one CDP (classical RAAR, and the
-bundle's decoder when given) -> figure and provenance in a run folder.
+The shipped student bundle (``models/student``: mask + decoder) by default, or ``--bundle`` another,
+or ``--random-mask`` (RAAR only): mask -> SLM through its phase LUT -> for each sample (cells, a
+phase screen, a resolution target, a natural image, set on the simulated bench) dark frames and
+one CDP (checked, stored in HDF5) -> bench left safe -> each CDP reconstructed by the student and
+by RAAR, timed with a warm-up and the median of repeats -> ``index.html`` report, table, provenance.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-import torch
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from hil.bench.config import DEFAULT_BENCH
+from hil.common.provenance import REPO_ROOT
+
+DEFAULT_BUNDLE = REPO_ROOT / "models" / "student"
+DEFAULT_SAMPLES = "cells,phase_screen,resolution_target,natural"
 
 
 def demo(
     bench_config: Path = typer.Option(DEFAULT_BENCH, "--bench", help="Bench config (YAML); default: simulated."),
-    bundle: Path = typer.Option(None, help="Model bundle whose mask and decoder to use (e.g. runs/.../bundle)."),
+    bundle: Path = typer.Option(DEFAULT_BUNDLE, help="Model bundle whose mask and decoder to use."),
+    random_mask: bool = typer.Option(False, "--random-mask", help="A random 8-bit CPM and RAAR only (no bundle)."),
+    samples: str = typer.Option(DEFAULT_SAMPLES, help="Sample kinds set on a simulated bench, comma-separated."),
     out: Path = typer.Option(Path("runs"), help="Folder for the run's outputs."),
-    frames: int = typer.Option(1, min=1, help="Light frames averaged into the CDP."),
-    dark_frames: int = typer.Option(2, min=0, help="Dark frames (light off) subtracted."),
-    seed: int = typer.Option(0, help="Seed of the random mask (without --bundle)."),
+    frames: int = typer.Option(1, min=1, help="Light frames averaged into each CDP."),
+    dark_frames: int = typer.Option(2, min=0, help="Dark frames (light off) subtracted; 0: the calibrated offset."),
+    calibration: list[Path] = typer.Option(None, help="Calibration result files to plot in the report."),
+    raar_iterations: str = typer.Option("50,200", help="RAAR iteration counts to compare, comma-separated."),
+    repeats: int = typer.Option(3, min=1, help="Timed decodes per method (after one warm-up); the median is shown."),
+    threads: int = typer.Option(1, min=1, help="CPU threads for decoding (1: no oversubscription on a shared CPU)."),
+    seed: int = typer.Option(0, help="Seed of the samples and of the random mask."),
 ) -> None:
-    """Deploy a coded phase mask on the bench, capture one CDP, reconstruct the sample's phase."""
+    """Deploy the distilled mask, capture several samples, reconstruct each by the student and RAAR, report."""
+    import math
+
+    import numpy as np
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from drivers.sim_optics import SAMPLE_KINDS, sample_phase
     from hil.bench.bench import Bench
     from hil.bench.capture import CaptureSettings, capture_cdp
-    from hil.bench.reconstruct import load_capture, reconstruct_bundle, reconstruct_classical
+    from hil.bench.reconstruct import load_capture, uniform_mask
+    from hil.bench.report import SampleResult, gray_image, write_report
     from hil.common.config import to_mapping
-    from hil.common.metrics import summarise
     from hil.common.provenance import record
     from hil.learning.bundle import load_bundle
 
     console = Console()
+    torch.set_num_threads(threads)
+    iterations = _counts(raar_iterations)
+    kinds = [k.strip() for k in samples.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in SAMPLE_KINDS]
+    if not kinds or unknown:
+        raise ValueError(f"--samples: unknown kind(s) {unknown or kinds}; choose from {list(SAMPLE_KINDS)}")
     run_dir = out / f"demo-{datetime.now():%Y%m%d-%H%M%S-%f}"
+    captures: list[tuple[str, Path, np.ndarray | None]] = []
     with Bench.from_config(bench_config) as bench:
         system = bench.spec.system
-        loaded = load_bundle(bundle, expect_system=system) if bundle is not None else None
+        loaded = None if random_mask else load_bundle(bundle, expect_system=system)
         if loaded is not None:
             mask_rad = loaded.mask_rad[0].numpy().astype(np.float64)
         else:
-            generator = torch.Generator().manual_seed(seed)
-            mask_rad = (
-                torch.rand((system.optics.n,) * 2, generator=generator, dtype=torch.float64) * 2 * math.pi
-            ).numpy()
-        captured = capture_cdp(bench, mask_rad, CaptureSettings(frames, dark_frames), run_dir / "capture.h5")
-        truth = getattr(bench.slm.slm, "sample_rad", None)  # known only to a simulated bench
-    console.print(f"captured {captured.path} (exposure {captured.exposure_s:g} s); bench left in its safe state")
+            mask_rad = uniform_mask(system.optics.n, seed)
+        device = bench.slm.slm
+        if not hasattr(device, "set_sample"):  # a real bench: whatever sample is in the beam
+            console.print("this bench cannot switch samples: one capture of the sample in the beam")
+            kinds = ["bench sample"]
+        rng = np.random.default_rng(seed)
+        for index, kind in enumerate(kinds):
+            truth = None
+            if hasattr(device, "set_sample"):
+                truth = sample_phase(kind, system.optics.n, rng, system.data.phi_max_rad)
+                device.set_sample(truth)
+            path = run_dir / f"capture{index}_{kind.replace(' ', '_')}.h5"
+            capture_cdp(bench, mask_rad, CaptureSettings(frames, dark_frames), path)
+            captures.append((kind, path, truth))
+    console.print(f"captured {len(captures)} CDPs into {run_dir}; bench left in its safe state")
 
-    loaded_capture = load_capture(captured.path)
-    op, y, photons_per_pixel = loaded_capture.op, loaded_capture.y, loaded_capture.photons_per_pixel
-    truth_rad = None if truth is None else torch.from_numpy(np.asarray(truth, dtype=np.float32))[None]
-    estimates: dict[str, torch.Tensor] = {}
-    rows = []
-    methods = [(f"RAAR {it} it", lambda it=it: reconstruct_classical(op, y.float(), it)) for it in (20, 50, 200)]
-    if loaded is not None:
-        methods.append(("student decoder", lambda: reconstruct_bundle(loaded, y.float(), photons_per_pixel)))
-    for name, run in methods:
-        start = time.perf_counter()
-        estimates[name] = run().float()
-        row = {"method": name, "ms_per_frame": 1e3 * (time.perf_counter() - start)}
-        if truth_rad is not None:
-            row |= summarise(estimates[name], truth_rad, system.data.phi_max_rad)
-        rows.append(row)
+    results = []
+    for kind, path, truth in captures:
+        captured = load_capture(path)
+        estimates, ms = _decode(captured, loaded, iterations, repeats)
+        cdp = captured.y[0, 0].double().numpy()
+        results.append(SampleResult(kind, cdp, estimates, ms, truth, captured.photons_per_pixel))
 
-    table = Table(title=f"one CDP from the bench, {photons_per_pixel:.0f} photons/pixel")
-    for col in ("method", "phase PSNR (dB)", "SSIM", "ms per frame"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(
-            r["method"],
-            f"{r.get('psnr_db', math.nan):.1f}",
-            f"{r.get('ssim', math.nan):.3f}",
-            f"{r['ms_per_frame']:.0f}",
-        )
-    console.print(table)
-    _save_figure(run_dir / "demo.png", truth_rad, loaded_capture.y[0, 0], estimates)
     provenance = record(
         {"bench": to_mapping(bench.spec.config), "system": to_mapping(system)},
-        seed=seed, command="hil demo", bundle=None if bundle is None else str(bundle),
-        photons_per_pixel=photons_per_pixel, results=rows,
+        seed=seed, command="hil demo", bundle=None if loaded is None else str(bundle), samples=kinds,
+        timing={"warmup": 1, "repeats": repeats, "statistic": "median", "threads": threads},
     )  # fmt: skip
-    (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2))
-    console.print(f"wrote {run_dir}/demo.png, capture.h5 and provenance.json")
+    title = "hil demo: " + ("random CPM, RAAR" if loaded is None else f"{bundle.name} bundle vs RAAR")
+    page = write_report(
+        run_dir, title, results, mask_rad, gray_image(system, mask_rad), system.data.phi_max_rad, system,
+        list(calibration or []), provenance,
+    )  # fmt: skip
+    table = Table(title=f"phase from one CDP per sample ({frames} frame(s) per CDP)")
+    for col in ("sample", "method", "photons/pixel", "phase PSNR (dB)", "SSIM", "ms per frame (median)"):
+        table.add_column(col, justify="right")
+    for result in results:
+        for row in result.rows:
+            table.add_row(
+                result.name, row["method"], f"{result.photons_per_pixel:.0f}",
+                f"{row.get('psnr_db', math.nan):.1f}", f"{row.get('ssim', math.nan):.3f}", f"{row['ms_per_frame']:.1f}",
+            )  # fmt: skip
+    console.print(table)
+    console.print(f"report: {page} (open it in a browser); captures and provenance.json beside it")
 
 
-def _save_figure(path: Path, truth: torch.Tensor | None, cdp: torch.Tensor, estimates: dict) -> None:
-    import matplotlib
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise ValueError(f"--raar-iterations: expected positive integers separated by commas, got {text!r}")
+    return counts
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from hil.common.metrics import phase_error
+def _decode(captured, bundle, raar_iterations: list[int], repeats: int) -> tuple[dict, dict]:
+    """Phase ``(n, n)`` and median ms per frame of each method (student when a bundle is given, RAAR)."""
+    from hil.bench.reconstruct import reconstruct_bundle, reconstruct_classical
+    from hil.common.timing import median_time_s
 
-    panels = [("captured CDP (sqrt, model units)", cdp.clamp_min(0).sqrt(), "gray")]
-    if truth is not None:
-        panels.insert(0, ("hidden sample (rad)", truth[0], "twilight"))
-    for name, est in estimates.items():
-        shown = est[0] if truth is None else (truth + phase_error(est, truth))[0]
-        panels.append((f"{name} (rad)", shown, "twilight"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
-    for ax, (title, img, cmap) in zip(axes, panels, strict=True):
-        im = ax.imshow(img.numpy(), cmap=cmap)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    y = captured.y.float()
+    methods = {}
+    if bundle is not None:
+        methods["student"] = lambda: reconstruct_bundle(bundle, y, captured.photons_per_pixel)
+    for iterations in raar_iterations:
+        methods[f"RAAR {iterations} it"] = lambda it=iterations: reconstruct_classical(captured.op, y, it)
+    estimates, ms = {}, {}
+    for name, run in methods.items():
+        phase, seconds = median_time_s(run, repeats=repeats)
+        estimates[name], ms[name] = phase[0].double().numpy(), 1e3 * seconds
+    return estimates, ms

@@ -16,6 +16,7 @@ def reconstruct(
     registration: Path = typer.Option(
         None, help="Camera-to-model registration (hil calibrate geometry) for frames not on the model grid."
     ),
+    report: Path = typer.Option(None, help="Also write an HTML report (index.html + PNGs) into this folder."),
 ) -> None:
     """Reconstruct the phase (radians) from one CDP: the bundle's decoder, or RAAR with the range prior."""
     import time
@@ -42,3 +43,16 @@ def reconstruct(
     out = out or capture_file.with_suffix(".phase.npy")
     np.save(out, phase[0].double().numpy())
     console.print(f"{method}: {ms:.0f} ms, {captured.photons_per_pixel:.0f} photons/pixel; wrote {out}")
+    if report is not None:
+        from hil.bench.report import SampleResult, gray_image, write_report
+
+        name = "decoder" if bundle is not None else f"RAAR {iterations} it"
+        sample = SampleResult(
+            capture_file.stem, captured.y[0, 0].double().numpy(), {name: phase[0].double().numpy()}, {name: ms},
+            photons_per_pixel=captured.photons_per_pixel,
+        )  # fmt: skip
+        mask = captured.mask_rad.numpy()
+        system = captured.system
+        page = write_report(report, f"hil reconstruct {capture_file.name}", [sample], mask, gray_image(system, mask),
+                            system.data.phi_max_rad, system)  # fmt: skip
+        console.print(f"report: {page}")
