@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
+from hil.bench.frame_log import CaptureError, open_h5, read_array, read_json_attr, verify_checksums
 from hil.common.config import ConfigError, from_mapping
 from hil.learning.bundle import Bundle
 from hil.learning.coded_system import decode
@@ -62,30 +61,25 @@ class LoadedCapture:
 
 
 def load_capture(path: str | Path, registration: Registration | None = None) -> LoadedCapture:
-    """Read a file written by :func:`hil.bench.capture.capture_cdp`; a clear error names what is missing.
+    """Read a file written by :func:`hil.bench.capture.capture_cdp`; a :class:`CaptureError` names what is
+    missing, malformed or corrupted.
 
     ``registration`` (from ``hil calibrate geometry``) resamples the camera frame onto the model's
     detector grid first; without it the frame must already be on that grid.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: capture file does not exist")
-    try:
-        with h5py.File(path, "r") as h5:
-            missing = [k for k in ("cdp_adu", "mask_rad") if k not in h5] + [
-                k for k in ("system_json", "camera_spec_json") if k not in h5.attrs
-            ]
-            if missing:
-                raise ValueError(f"{path}: not a complete capture (missing {missing}; was the capture interrupted?)")
-            cdp_adu, mask = h5["cdp_adu"][()], h5["mask_rad"][()]
-            system_data, camera_data = json.loads(h5.attrs["system_json"]), json.loads(h5.attrs["camera_spec_json"])
-    except OSError as exc:
-        raise ValueError(f"{path}: not a readable HDF5 capture file ({exc})") from None
+    with open_h5(path) as h5:  # every read is checked: shape, dtype, finiteness, JSON, checksums
+        verify_checksums(h5)
+        system_data, camera_data = read_json_attr(h5, "system_json"), read_json_attr(h5, "camera_spec_json")
+        cdp_adu, mask = read_array(h5, "cdp_adu", ndim=2), read_array(h5, "mask_rad", ndim=2)
     try:
         system = from_mapping(SystemConfig, system_data, where=f"{path}:system_json")
         camera = from_mapping(CameraSpec, camera_data, where=f"{path}:camera_spec_json")
     except ConfigError as exc:
-        raise ValueError(str(exc)) from None
+        raise CaptureError(str(exc)) from None
+    n = system.optics.n
+    if mask.shape != (n, n):
+        raise CaptureError(f"{path}: mask_rad has shape {mask.shape}, the system's optics.n is {n}")
     mask_rad = torch.from_numpy(np.asarray(mask, dtype=np.float64))
     op = system.geometry().operator(SLMModel(system.slm).transmittance(mask_rad[None]))
     if registration is not None:
