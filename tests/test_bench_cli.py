@@ -33,7 +33,7 @@ def test_dry_run_validates_without_constructing_devices(tmp_path):
     assert CONSTRUCTED == []
 
 
-def test_invalid_config_exits_2_and_device_failure_exits_1(tmp_path, fresh_sim_devices):  # noqa: F811
+def test_invalid_config_and_device_failure_exit_2(tmp_path, fresh_sim_devices):  # noqa: F811
     doc = sim_bench_document()
     doc["camera"]["exposure_s"] = -1
     result = CliRunner().invoke(app, ["check", "--bench", str(write_bench(tmp_path, doc))], env=WIDE)
@@ -41,4 +41,4 @@ def test_invalid_config_exits_2_and_device_failure_exits_1(tmp_path, fresh_sim_d
     doc = sim_bench_document()
     doc["serial"]["shutter"]["port"] = str(tmp_path / "no-such-tty")
     result = CliRunner().invoke(app, ["check", "--bench", str(write_bench(tmp_path, doc))], env=WIDE)
-    assert result.exit_code == 1 and "device check failed" in result.output and "cannot open port" in result.output
+    assert result.exit_code == 2 and "device check failed" in result.output and "cannot open port" in result.output

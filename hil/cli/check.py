@@ -19,7 +19,8 @@ def check(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config and print the plan; touch no device."),
 ) -> None:
     """Connect to each device (SLM, camera, serial accessories), report identity and status, leave
-    the bench in its safe state. Exit status 1 if a device fails, 2 if the config is invalid."""
+    the bench in its safe state. Exit status 2 if the config is invalid or a device fails (including a
+    serial device that identifies as another model than its configured driver, e.g. swapped ports)."""
     console = Console()
     try:
         spec = load_bench(config)
@@ -44,7 +45,7 @@ def check(
             problems = bench.safe_state()
     except (DeviceError, OSError, ValueError) as exc:
         console.print(f"[red]device check failed[/red]: {exc}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     table = Table(title=f"bench {config}")
     for col in ("device", "driver", "identity", "status"):
         table.add_column(col, overflow="fold")
@@ -53,5 +54,5 @@ def check(
     console.print(table)
     if problems:
         console.print("[red]safe state not confirmed[/red]: " + "; ".join(problems))
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     console.print("all devices answered; bench left in its safe state (shutter closed, laser off, SLM blank)")
