@@ -27,6 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from hil.common.config import json_depth
 from hil.common.provenance import record
 
 HEADROOM_BYTES = 256 * 1024  # room kept free beyond a frame's own bytes, for HDF5's metadata
@@ -215,22 +216,9 @@ def read_json_attr(h5: h5py.File, name: str) -> dict[str, Any]:
         raise CaptureError(f"{where}: not valid JSON ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise CaptureError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    if _depth(data) > MAX_JSON_DEPTH:
+    if json_depth(data) > MAX_JSON_DEPTH:
         raise CaptureError(f"{where}: nested more than {MAX_JSON_DEPTH} levels deep")
     return data
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of parsed JSON (iterative: a deep document cannot exhaust the stack)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        deepest = max(deepest, level)
-        if isinstance(item, dict):
-            stack.extend((v, level + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, level + 1) for v in item)
-    return deepest
 
 
 def read_number_attr(h5: h5py.File, name: str, minimum: float | None = None) -> float:

@@ -77,7 +77,9 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
             try:
                 return _convert(value, option, key, where)
             except ConfigError as exc:
-                errors.append(str(exc))
+                errors.append(exc)
+        if len(errors) == 1:  # Optional[X]: X's own message says what is wrong
+            raise errors[0]
         raise ConfigError(f"{where}: key '{key}': expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is typing.Literal:
         if value not in args:
@@ -146,6 +148,19 @@ def from_mapping(cls: type[T], data: Any, where: str = "<config>", prefix: str =
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: key '{label}': {exc}") from None
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON/YAML data (iterative, so a deep document cannot exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
 
 
 def to_mapping(obj: Any) -> Any:
