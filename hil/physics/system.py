@@ -13,6 +13,8 @@ from hil.physics.optics import CDPGeometry, PropagatorKind
 from hil.physics.slm import SLMSpec
 
 DEFAULT_SYSTEM = REPO_ROOT / "configs" / "system.yaml"
+MAX_N = 2048
+MAX_GRID_PX = 8192  # largest simulated field side (a complex64 field of 8192² is 512 MiB)
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,12 @@ class OpticsConfig:
     pitch_um: float = 8.0
     distance_um: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not 2 <= self.n <= MAX_N:  # checked before any (pad·k·n)² array is allocated
+            raise ValueError(f"optics.n must lie in [2, {MAX_N}], got {self.n}")
+        if not 1 <= self.pad_factor <= 8:
+            raise ValueError(f"optics.pad_factor must lie in [1, 8], got {self.pad_factor}")
+
 
 @dataclass(frozen=True)
 class SystemConfig:
@@ -38,6 +46,11 @@ class SystemConfig:
     def __post_init__(self) -> None:
         if self.data.n != self.optics.n:
             raise ValueError(f"data.n ({self.data.n}) must equal optics.n ({self.optics.n})")
+        side = self.optics.n * self.optics.pad_factor * self.slm.macro_pixel
+        if side > MAX_GRID_PX:
+            raise ValueError(
+                f"optics.n · optics.pad_factor · slm.macro_pixel = {side} px per side, more than {MAX_GRID_PX}"
+            )
 
     def geometry(self) -> CDPGeometry:
         o = self.optics
