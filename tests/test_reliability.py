@@ -343,3 +343,19 @@ def test_saturation_is_one_line_and_frames_are_kept(tmp_path, fresh_sim_devices,
     assert _is_safe(tmp_path / "shutter.json")
     with frame_log.open_h5(out) as h5:
         assert frame_log.verify_checksums(h5) >= 8  # 4 dark + 4 light frames + the mask
+
+
+def test_dry_run_does_not_import_plugin_modules(tmp_path, monkeypatch, capsys):
+    marker = tmp_path / "imported"
+    (tmp_path / "sideeffect_plugin.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('module code ran')\nclass SLM: pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    doc = sim_bench_document()
+    doc["slm"] = {"driver": "sideeffect_plugin:SLM", "kwargs": {"anything": 1}}
+    bench = write_bench(tmp_path, doc)
+    code, _ = run_cli(capsys, "check", "--dry-run", "--bench", bench)
+    assert code == 0 and not marker.exists()
+    doc["slm"]["driver"] = "no_such_plugin_module:SLM"
+    code, err = run_cli(capsys, "check", "--dry-run", "--bench", write_bench(tmp_path, doc))
+    assert_one_line_error(code, err, "key 'slm.driver': cannot find module 'no_such_plugin_module'")

@@ -71,7 +71,7 @@ def radiometry(
     from hil.bench.frame_log import FrameLog
 
     console = Console()
-    spec = load_bench(bench_config)
+    spec = load_bench(bench_config, import_plugins=not dry_run)
     try:
         exposures = [float(e) for e in exposures_s.split(",") if e.strip()]
     except ValueError:
@@ -122,7 +122,7 @@ def geometry(
     from hil.cli.outputs import write_text
 
     console = Console()
-    spec = load_bench(bench_config)
+    spec = load_bench(bench_config, import_plugins=not dry_run)
     frames = _outputs(out, overwrite)
     console.print(f"plan: {dark_frames} dark + {frames_count} lit frames of a random mask; {SAMPLE_OUT}; result {out}")
     if dry_run:
@@ -161,7 +161,7 @@ def slm_response(
     from hil.physics.registration import load_registration
 
     console = Console()
-    spec = load_bench(bench_config)
+    spec = load_bench(bench_config, import_plugins=not dry_run)
     total = spec.system.slm.levels
     levels = sorted(set(range(0, total, level_step)) | {total - 1})
     if not reference_level < total:

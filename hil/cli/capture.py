@@ -35,7 +35,7 @@ def capture(
     console = Console()
     if (bundle is None) == (mask is None):
         raise ValueError("give exactly one of --bundle or --mask")
-    spec = load_bench(bench_config)
+    spec = load_bench(bench_config, import_plugins=not dry_run)
     if bundle is not None:
         mask_rad = load_bundle(bundle, expect_system=spec.system).mask_rad[0].numpy().astype(np.float64)
     else:

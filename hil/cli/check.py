@@ -20,7 +20,7 @@ def check(
     the bench in its safe state. Exit status 2 if the config is invalid or a device fails (including a
     serial device that identifies as another model than its configured driver, e.g. swapped ports)."""
     console = Console()
-    spec = load_bench(config)  # errors reach the user through hil's one error path (exit 2)
+    spec = load_bench(config, import_plugins=not dry_run)  # errors reach the user through hil's error path
     if dry_run:
         table = Table(title=f"plan for {config} (dry run: no device touched)")
         for col in ("device", "driver", "class", "port / kwargs"):
@@ -28,7 +28,11 @@ def check(
         sections = {"slm": spec.slm, "camera": spec.camera, **{f"serial.{k}": v for k, v in spec.serial.items()}}
         for name, device in sections.items():
             port = spec.config.serial[device.name].port + " " if name.startswith("serial.") else ""
-            cls = f"{device.cls.__module__}.{device.cls.__name__}"
+            cls = (
+                "plugin, not imported (dry run)"
+                if device.cls is None
+                else f"{device.cls.__module__}.{device.cls.__name__}"
+            )
             table.add_row(name, device.driver, cls, port + str(device.kwargs))
         console.print(table)
         console.print(f"system: {spec.config.system}, seed: {spec.config.seed}")

@@ -27,7 +27,7 @@ def deploy(
     from hil.physics.slm import SLMModel
 
     console = Console()
-    spec = load_bench(bench_config)
+    spec = load_bench(bench_config, import_plugins=not dry_run)
     loaded = load_bundle(bundle, expect_system=spec.system)
     mask = loaded.mask_rad[0].double()
     slm = spec.system.slm
