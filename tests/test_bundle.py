@@ -101,12 +101,21 @@ def test_config_that_does_not_match_weights_is_rejected(student_bundle):
 
 
 def test_an_absurd_decoder_size_is_refused_before_allocation(student_bundle):
-    """channels 200000 would need ~1.4 TB of weights; the meta-device size check refuses it first."""
+    """channels 200000 would need ~1.4 TB of weights: refused before anything is built or allocated."""
     path = student_bundle[0]
     manifest = json.loads((path / "bundle.json").read_text())
     manifest["train_config"]["decoder"]["channels"] = 200_000
     _rewrite(path, manifest)
-    with pytest.raises(BundleError, match=r"needs \d{12,} in"):
+    with pytest.raises(BundleError, match="decoder.channels = 200000 exceeds the limit 1024"):
+        load_bundle(path)
+    manifest["train_config"]["decoder"]["channels"] = 1024  # within the limit, still not the stored weights
+    _rewrite(path, manifest)
+    with pytest.raises(BundleError, match=r"needs \d{8,} in .* do not belong together"):
+        load_bundle(path)
+    manifest["train_config"]["decoder"]["channels"] = 4
+    manifest["train_config"]["decoder"]["stages"] = 10**9  # would build a billion modules
+    _rewrite(path, manifest)
+    with pytest.raises(BundleError, match="decoder.stages = 1000000000 exceeds the limit 64"):
         load_bundle(path)
 
 

@@ -34,7 +34,7 @@ from hil.learning.training import build_model
 from hil.physics.system import load_system
 
 FUZZ = settings(
-    max_examples=25,
+    max_examples=15,
     deadline=None,
     derandomize=True,  # the same examples in every run (CI)
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

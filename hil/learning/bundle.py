@@ -41,6 +41,10 @@ FORMAT_VERSION = 1
 MANIFEST, MASKS, DECODER = "bundle.json", "masks.safetensors", "decoder.safetensors"
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_MANIFEST_DEPTH = 32
+# largest decoder a bundle may describe (about 100x the project's models): the structure is built on
+# the meta device before the weights are compared, and building millions of modules would hang
+MAX_DECODER = {"stages": 64, "channels": 1024, "hidden_layers": 16, "refine_steps": 64, "warm_iterations": 10_000}
+MAX_MASKS = 64
 
 
 class BundleError(ValueError):
@@ -134,6 +138,18 @@ def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
         raise BundleError(f"{file}: not a readable safetensors file: {exc}") from None
 
 
+def _check_sizes(manifest_path: Path, train_config: TrainConfig) -> None:
+    """Decoder and mask counts within :data:`MAX_DECODER` / :data:`MAX_MASKS`, before anything is built."""
+    decoder = train_config.decoder
+    for key, limit in MAX_DECODER.items():
+        if getattr(decoder, key) > limit:
+            raise BundleError(
+                f"{manifest_path}: train_config.decoder.{key} = {getattr(decoder, key)} exceeds the limit {limit}"
+            )
+    if train_config.masks > MAX_MASKS:
+        raise BundleError(f"{manifest_path}: train_config.masks = {train_config.masks} exceeds the limit {MAX_MASKS}")
+
+
 def _read_manifest(manifest_path: Path) -> dict[str, Any]:
     """bundle.json: bounded size and nesting, a JSON object whose ``manifest_sha256`` matches."""
     size = manifest_path.stat().st_size
@@ -178,6 +194,7 @@ def load_bundle(path: str | Path, expect_system: SystemConfig | None = None) -> 
                     f"{path}: bundle was made for {part} {to_mapping(getattr(system_config, part))}, "
                     f"but the system is {to_mapping(getattr(expect_system, part))}"
                 )
+    _check_sizes(manifest_path, train_config)
     masks_file = _verified(path, MASKS, files[MASKS])
     decoder_file = _verified(path, DECODER, files[DECODER])
 
