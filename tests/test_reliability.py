@@ -359,3 +359,26 @@ def test_dry_run_does_not_import_plugin_modules(tmp_path, monkeypatch, capsys):
     doc["slm"]["driver"] = "no_such_plugin_module:SLM"
     code, err = run_cli(capsys, "check", "--dry-run", "--bench", write_bench(tmp_path, doc))
     assert_one_line_error(code, err, "key 'slm.driver': cannot find module 'no_such_plugin_module'")
+
+
+def test_library_start_up_messages_only_with_verbose(tmp_path, fresh_sim_devices, capsys):  # noqa: F811
+    bench = write_bench(tmp_path, sim_bench_document())
+    for verbose in (False, True):
+        with pytest.raises(SystemExit) as info:
+            main(["-v"] * verbose + ["check", "--bench", str(bench)])
+        printed = capsys.readouterr()
+        assert info.value.code == 0
+        assert ("Initialized SimulatedBenchSLM" in printed.out) == verbose, printed.out
+
+
+def test_an_unwritable_capture_folder_is_refused_before_any_device_is_touched(tmp_path, monkeypatch, capsys):
+    def forbidden(self):
+        raise AssertionError("the bench was opened")
+
+    monkeypatch.setattr(Bench, "__enter__", forbidden)
+    np.save(tmp_path / "m.npy", random_mask(16))
+    bench = write_bench(tmp_path, sim_bench_document())
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    code, err = run_cli(capsys, "capture", "--out", blocker / "c.h5", "--mask", tmp_path / "m.npy", "--bench", bench)
+    assert_one_line_error(code, err, "not a writable folder")

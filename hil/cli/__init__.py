@@ -48,12 +48,10 @@ def _options(
 
 def quiet_libraries(verbose: bool) -> None:
     """slmsuite's INFO lines ("Initialized ...") and its cupy warning only with ``-v``."""
-    if verbose:
-        return
     import slmsuite
 
-    warnings.filterwarnings("ignore", message="cupy is not installed")
-    slmsuite.configure_logging(logging.WARNING)
+    warnings.filterwarnings("default" if verbose else "ignore", message="cupy is not installed")
+    slmsuite.configure_logging(logging.INFO if verbose else logging.WARNING)
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:

@@ -30,6 +30,7 @@ def capture(
     from hil.bench.config import load_bench
     from hil.bench.frame_log import ensure_new
     from hil.cli.inputs import load_mask
+    from hil.cli.outputs import check_output
     from hil.learning.bundle import load_bundle
 
     console = Console()
@@ -41,7 +42,7 @@ def capture(
     else:
         mask_rad = load_mask(mask, spec.system.optics.n)
     settings = CaptureSettings(frames, dark_frames, exposure_s, max_saturated_fraction)
-    ensure_new(out, overwrite)  # before any device is touched
+    check_output(ensure_new(out, overwrite), overwrite)  # a writable place, before any device is touched
     console.print(f"plan: {dark_frames} dark + {frames} light frames, mask {mask_rad.shape}, bench {bench_config}")
     if dry_run:
         console.print("dry run: configs and mask are valid; nothing was sent to any device")
