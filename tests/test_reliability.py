@@ -24,7 +24,7 @@ from hil.bench.frame_log import CaptureError, FrameLog
 from hil.bench.reconstruct import load_capture
 from hil.cli import main
 from hil.cli.inputs import load_mask
-from hil.cli.outputs import save_npy, write_text
+from hil.cli.outputs import _umask, save_npy, write_text
 from hil.common.config import ConfigError, load_yaml
 from hil.physics.registration import load_registration
 from hil.physics.system import load_system
@@ -238,6 +238,7 @@ def test_a_failed_write_leaves_nothing_half_written(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary file
     write_text(target, "new")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()  # permissions as open() gives them
     with pytest.raises(FileExistsError, match="--overwrite"):
         write_text(target, "newer")
 

@@ -39,11 +39,18 @@ def write_bytes(path: str | Path, data: bytes, overwrite: bool = False) -> Path:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # what open() would have given (mkstemp makes it 0600)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise OSError(f"{path}: not written ({exc.strerror or exc}); nothing was left half-written") from exc
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
