@@ -118,7 +118,8 @@ class FrameLog:
     def store(self, name: str, data: np.ndarray) -> None:
         """A named array beside the frames (e.g. the mask shown, the averaged result)."""
         data = np.asarray(data)
-        self._write(name, data.nbytes, lambda: self._h5.create_dataset(name, data=data, fletcher32=data.size > 0))
+        checked = data.ndim > 0 and data.size > 0  # HDF5 filters need a chunked (non-scalar, non-empty) dataset
+        self._write(name, data.nbytes, lambda: self._h5.create_dataset(name, data=data, fletcher32=checked))
 
     def set_attrs(self, **attrs: float | int | str) -> None:
         """File attributes (scalars or JSON strings), written at once."""
