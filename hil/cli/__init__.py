@@ -52,6 +52,7 @@ def quiet_libraries(verbose: bool) -> None:
 
     warnings.filterwarnings("default" if verbose else "ignore", message="cupy is not installed")
     slmsuite.configure_logging(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("slmsuite").setLevel(logging.DEBUG)  # slmsuite's own default; its handler filters
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
