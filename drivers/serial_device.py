@@ -37,6 +37,7 @@ class SerialLineDevice:
     """A serial accessory: open/close, :meth:`query` with timeouts and bounded retries, :meth:`safe`."""
 
     kind = "serial device"
+    model: str | None = None  # the model field of ``*IDN?`` a device of this class must report
 
     def __init__(
         self,
@@ -161,6 +162,18 @@ class SerialLineDevice:
     def identify(self) -> str:
         """The ``*IDN?`` string (vendor, model, serial, firmware)."""
         return self.query("*IDN?", idempotent=True)
+
+    def check_identity(self) -> str:
+        """``*IDN?`` (``vendor,model,serial,firmware``), checked against :attr:`model`: a device of
+        another kind on this port (e.g. swapped cables) is a ``DeviceError`` before any command is sent."""
+        identity = self.identify()
+        fields = [f.strip() for f in identity.split(",")]
+        if self.model is not None and (len(fields) < 2 or fields[1] != self.model):
+            raise DeviceError(
+                f"{self.label}: the device identifies as {identity!r}, expected model {self.model} "
+                "(a different device on this port: are two ports swapped?)"
+            )
+        return identity
 
     def status(self) -> dict[str, str]:
         """``STATUS?`` as a mapping of ``key=value`` fields."""

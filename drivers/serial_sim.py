@@ -70,8 +70,14 @@ def simulated_device(url: str) -> SimulatedDevice:
             unknown = sorted(set(options) - {"state", "serial", "delay_s"})
             if unknown:
                 raise SerialException(f"{url!r}: unknown option(s) {unknown}; allowed: state, serial, delay_s")
+            try:
+                delay_s = float(options.get("delay_s", 0.0))
+            except ValueError:
+                raise SerialException(f"{url!r}: option delay_s must be a number of seconds") from None
+            if not 0 <= delay_s <= 60:
+                raise SerialException(f"{url!r}: option delay_s must lie in [0, 60] s, got {delay_s}")
             firmware = FIRMWARE[kind](serial_number=options.get("serial", "0001"), state_path=options.get("state"))
-            _devices[url] = SimulatedDevice(firmware, float(options.get("delay_s", 0.0)))
+            _devices[url] = SimulatedDevice(firmware, delay_s)
         return _devices[url]
 
 

@@ -28,6 +28,7 @@ class LaserShutter(SerialLineDevice):
     """
 
     kind = "laser shutter"
+    model = "LSC-1"
     Settings = ShutterSettings
 
     def __init__(

@@ -27,6 +27,7 @@ class TriggerBox(SerialLineDevice):
     """Arms a pulse train for the camera, fires software triggers; safe state: disarmed."""
 
     kind = "trigger box"
+    model = "TRG-1"
     Settings = TriggerSettings
 
     def __init__(

@@ -1,9 +1,10 @@
 """``hil check``: identity and status of each device; ``--dry-run`` touches nothing."""
 
+import pytest
 from conftest_devices import fresh_sim_devices, sim_bench_document, write_bench  # noqa: F401
 from typer.testing import CliRunner
 
-from hil.cli import app
+from hil.cli import app, main
 
 CONSTRUCTED = []
 WIDE = {"COLUMNS": "250"}  # no wrapping in the tables
@@ -33,12 +34,19 @@ def test_dry_run_validates_without_constructing_devices(tmp_path):
     assert CONSTRUCTED == []
 
 
-def test_invalid_config_exits_2_and_device_failure_exits_1(tmp_path, fresh_sim_devices):  # noqa: F811
+def test_invalid_config_and_device_failure_exit_2(tmp_path, fresh_sim_devices, capsys):  # noqa: F811
     doc = sim_bench_document()
     doc["camera"]["exposure_s"] = -1
-    result = CliRunner().invoke(app, ["check", "--bench", str(write_bench(tmp_path, doc))], env=WIDE)
-    assert result.exit_code == 2 and "invalid bench config" in result.output and "exposure_s" in result.output
+    code, err = _check(capsys, write_bench(tmp_path, doc))
+    assert code == 2 and err.startswith("error: ") and "exposure_s" in err
     doc = sim_bench_document()
     doc["serial"]["shutter"]["port"] = str(tmp_path / "no-such-tty")
-    result = CliRunner().invoke(app, ["check", "--bench", str(write_bench(tmp_path, doc))], env=WIDE)
-    assert result.exit_code == 1 and "device check failed" in result.output and "cannot open port" in result.output
+    code, err = _check(capsys, write_bench(tmp_path, doc))
+    assert code == 2 and "cannot open port" in err and "Traceback" not in err
+
+
+def _check(capsys, bench):
+    """``hil check --bench BENCH`` through the entry point; (exit status, stderr)."""
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--bench", str(bench)])
+    return info.value.code, capsys.readouterr().err

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hil.learning.bundle import BundleError, load_bundle, save_bundle
+from hil.learning.bundle import BundleError, load_bundle, manifest_sha256, save_bundle
 from hil.learning.coded_system import CodedSystem
 from hil.learning.decoders import DecoderConfig
 from hil.learning.train_config import TrainConfig
@@ -77,17 +77,56 @@ def test_truncated_manifest_and_missing_files_are_rejected(student_bundle, tmp_p
         load_bundle(path)
 
 
+def _rewrite(path, manifest, rehash=True):
+    if rehash:
+        manifest["manifest_sha256"] = manifest_sha256(manifest)
+    (path / "bundle.json").write_text(json.dumps(manifest))
+
+
 def test_config_that_does_not_match_weights_is_rejected(student_bundle):
     path = student_bundle[0]
     manifest = json.loads((path / "bundle.json").read_text())
     manifest["train_config"]["decoder"]["channels"] = 8
-    (path / "bundle.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="do not match the configured decoder"):
+    _rewrite(path, manifest, rehash=False)
+    with pytest.raises(BundleError, match="manifest_sha256 is missing or does not match"):
+        load_bundle(path)
+    _rewrite(path, manifest)  # an edit that also fixes the hash is caught by the weights' shapes
+    with pytest.raises(BundleError, match="do not belong together"):
         load_bundle(path)
     manifest["train_config"]["decoder"]["channels"] = 4
     manifest["system_config"]["slm"]["bitdepth"] = 6  # the stored gray image no longer matches this SLM
-    (path / "bundle.json").write_text(json.dumps(manifest))
+    _rewrite(path, manifest)
     with pytest.raises(BundleError, match="slm_gray"):
+        load_bundle(path)
+
+
+def test_an_absurd_decoder_size_is_refused_before_allocation(student_bundle):
+    """channels 200000 would need ~1.4 TB of weights: refused before anything is built or allocated."""
+    path = student_bundle[0]
+    manifest = json.loads((path / "bundle.json").read_text())
+    manifest["train_config"]["decoder"]["channels"] = 200_000
+    _rewrite(path, manifest)
+    with pytest.raises(BundleError, match="decoder.channels = 200000 exceeds the limit 1024"):
+        load_bundle(path)
+    manifest["train_config"]["decoder"]["channels"] = 1024  # within the limit, still not the stored weights
+    _rewrite(path, manifest)
+    with pytest.raises(BundleError, match=r"needs \d{8,} in .* do not belong together"):
+        load_bundle(path)
+    manifest["train_config"]["decoder"]["channels"] = 4
+    manifest["train_config"]["decoder"]["stages"] = 10**9  # would build a billion modules
+    _rewrite(path, manifest)
+    with pytest.raises(BundleError, match="decoder.stages = 1000000000 exceeds the limit 64"):
+        load_bundle(path)
+
+
+def test_a_deeply_nested_manifest_is_refused(student_bundle, tmp_path):
+    path = student_bundle[0]
+    (path / "bundle.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BundleError, match="not valid JSON|nested"):
+        load_bundle(path)
+    manifest = {"format": "hil-model-bundle", "x": json.loads("[" * 40 + "]" * 40)}
+    _rewrite(path, manifest)
+    with pytest.raises(BundleError, match="nested more than 32 levels"):
         load_bundle(path)
 
 

@@ -61,7 +61,7 @@ def test_radiometry_and_slm_response_update_the_system_config(tmp_path):
     assert system.camera.read_noise_e == pytest.approx(2.0, rel=0.08)
     np.testing.assert_allclose(system.slm.gamma, 0.75 * np.arange(16) / 16, atol=5e-3)
     result = _invoke("calibrate", "slm-response", "--bench", cfg, "--out", tmp_path / "slm.yaml")
-    assert "slm.frames.h5 exists" in str(result.exception)  # captured frames are never overwritten
+    assert "slm.yaml exists" in str(result.exception)  # outputs and captured frames are never overwritten
     result = _invoke("calibrate", "radiometry", "--bench", cfg, "--out", tmp_path / "r2.yaml", "--exposures-s", "5")
     assert "within camera.exposure_limits_s" in str(result.exception)
 

@@ -38,7 +38,7 @@ def test_dry_runs_touch_no_device(bundle, tmp_path, monkeypatch):
     result = _invoke("deploy", bundle, "--dry-run")
     assert result.exit_code == 0, result.output
     assert "nothing was sent to any device" in result.output
-    result = _invoke("capture", tmp_path / "c.h5", "--bundle", bundle, "--dry-run")
+    result = _invoke("capture", "--out", tmp_path / "c.h5", "--bundle", bundle, "--dry-run")
     assert result.exit_code == 0 and not (tmp_path / "c.h5").exists()
 
 
@@ -47,7 +47,7 @@ def test_deploy_capture_reconstruct(bundle, tmp_path):
     assert result.exit_code == 0, result.output
     assert "deployed (not measured" in result.output
     capture = tmp_path / "c.h5"
-    result = _invoke("capture", capture, "--bundle", bundle, "--frames", 2, "--dark-frames", 1)
+    result = _invoke("capture", "--out", capture, "--bundle", bundle, "--frames", 2, "--dark-frames", 1)
     assert result.exit_code == 0, result.output
     result = _invoke("reconstruct", capture, "--iterations", 20)
     assert result.exit_code == 0, result.output
@@ -61,13 +61,13 @@ def test_deploy_capture_reconstruct(bundle, tmp_path):
 
 def test_bad_inputs_are_named(bundle, tmp_path):
     np.save(tmp_path / "m.npy", np.zeros((32, 32)))
-    result = _invoke("capture", tmp_path / "c.h5", "--mask", tmp_path / "m.npy")
+    result = _invoke("capture", "--out", tmp_path / "c.h5", "--mask", tmp_path / "m.npy")
     assert "mask must have shape (64, 64) (height, width), got (32, 32)" in str(result.exception)
-    result = _invoke("capture", tmp_path / "c.h5")
+    result = _invoke("capture", "--out", tmp_path / "c.h5")
     assert "give exactly one of --bundle or --mask" in str(result.exception)
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     result = _invoke("reconstruct", tmp_path / "junk.h5")
-    assert "not a readable HDF5 capture file" in str(result.exception)
+    assert "not a readable HDF5 file" in str(result.exception)
     result = _invoke("deploy", tmp_path)
     assert "not a model bundle" in str(result.exception)
 
@@ -76,7 +76,7 @@ def test_reconstruct_through_a_registration(bundle, tmp_path):
     from hil.physics.registration import Registration
 
     capture = tmp_path / "c.h5"
-    assert _invoke("capture", capture, "--bundle", bundle, "--frames", 1, "--dark-frames", 0).exit_code == 0
+    assert _invoke("capture", "--out", capture, "--bundle", bundle, "--frames", 1, "--dark-frames", 0).exit_code == 0
     identity = Registration(np.array([[1.0, 0, 0], [0, 1.0, 0]]), (128, 128), (128, 128), 1.0).save(tmp_path / "r.json")
     direct, registered = tmp_path / "a.npy", tmp_path / "b.npy"
     assert _invoke("reconstruct", capture, "--iterations", 5, "--out", direct).exit_code == 0

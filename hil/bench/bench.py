@@ -1,14 +1,20 @@
 """The bench: devices from a bench config, as a context manager that always ends in a safe state.
 
-On every exit path (normal end, exception, device error, Ctrl-C once or twice, SIGTERM) the
-bench closes the shutter, switches the laser off, disarms triggers and blanks the SLM, then
-closes the devices. :meth:`Bench.safe_state` is idempotent and bounded in time (serial
-accessories get one ``SAFE`` command each, sharing :data:`SAFE_BUDGET_S`).
+On every exit path (normal end, exception, device error, Ctrl-C once or twice, SIGTERM, SIGHUP,
+SIGQUIT) the bench closes the shutter, switches the laser off, disarms triggers and blanks the
+SLM, then closes the devices. :meth:`Bench.safe_state` is idempotent and bounded in time (serial
+accessories get one ``SAFE`` command each, sharing :data:`SAFE_BUDGET_S`); a device whose safe-state
+call fails does not stop the others, and the failure is reported (logged, and raised as a
+:class:`~drivers.errors.DeviceError` once every device was tried, unless another error is already
+on its way out).
 
-Signals (main thread only): the first Ctrl-C or SIGTERM lets a device exchange in progress
-finish (no command is cut in half), then raises ``KeyboardInterrupt`` / ``SystemExit(128 +
+Signals (main thread only): the first Ctrl-C, SIGTERM, SIGHUP or SIGQUIT lets a device exchange in
+progress finish (no command is cut in half), then raises ``KeyboardInterrupt`` / ``SystemExit(128 +
 signal)``; a second one interrupts at once. Signals arriving while the safe state is being
 applied are logged and ignored, so the safe state always completes.
+
+Errors raised by device code while connecting (a plugin constructor, ``blank()``) become a
+``DeviceError`` naming the device, so they reach the user as one line (the cause stays chained).
 """
 
 from __future__ import annotations
@@ -34,7 +40,20 @@ from hil.bench.config import DEFAULT_BENCH, BenchSpec, DeviceSpec, load_bench
 
 log = logging.getLogger(__name__)
 SAFE_BUDGET_S = 0.8
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+HANDLED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name)
+)
+
+
+def _device_call(what: str, call: Any) -> Any:
+    """``call()``; an exception from device code other than a ``DeviceError`` or a limit check becomes
+    a ``DeviceError`` saying ``what`` failed (the original stays chained as its cause)."""
+    try:
+        return call()
+    except (DeviceError, ValueError):
+        raise
+    except Exception as exc:
+        raise DeviceError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 class Bench:
@@ -70,19 +89,21 @@ class Bench:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         try:
             self.close()
         finally:
             self._restore_signal_handlers()
+        if exc_type is None and self.safe_state_problems:
+            raise DeviceError("safe state not confirmed: " + "; ".join(self.safe_state_problems))
 
-    def _construct(self, device: DeviceSpec, **available: Any) -> Any:
+    def _construct(self, label: str, device: DeviceSpec, **available: Any) -> Any:
         params = device.parameters()
         kwargs = dict(device.kwargs)
         for name, value in available.items():
             if name in params and name not in kwargs:
                 kwargs[name] = value
-        return device.cls(**kwargs)
+        return _device_call(f"{label} ({device.driver}): cannot be opened", lambda: device.cls(**kwargs))
 
     def open(self) -> None:
         """Connect every device: serial accessories first (put in their safe state), then SLM (given the
@@ -93,6 +114,7 @@ class Bench:
         for name, device in spec.serial.items():
             section = config.serial[name]
             accessory = self._construct(
+                f"serial.{name}",
                 device,
                 port=section.port,
                 baudrate=section.baudrate,
@@ -100,10 +122,17 @@ class Bench:
                 retries=section.retries,
                 **common,
             )
+            try:
+                accessory.open()
+                check_identity = getattr(accessory, "check_identity", None)
+                if check_identity is not None:  # before any command that changes state
+                    check_identity()
+            except BaseException:
+                accessory.close()
+                raise
             self.serial[name] = accessory
-            accessory.open()
             accessory.safe()
-        slm = self._construct(spec.slm, **common)
+        slm = self._construct("slm", spec.slm, **common)
         try:
             self._check_slm(slm)
             if spec.system.slm.gamma:  # the measured response: masks (radians) go through its LUT
@@ -118,10 +147,10 @@ class Bench:
                 phase_correct=config.slm.phase_correct,
             )
         except BaseException:
-            slm.close()
+            _device_call("slm: close", slm.close)
             raise
-        self.slm.blank()
-        self.camera = self._construct(spec.camera, slm=slm, **common)
+        _device_call("slm: blank()", self.slm.blank)
+        self.camera = self._construct("camera", spec.camera, slm=slm, **common)
         self.set_exposure(config.camera.exposure_s)
 
     def _check_slm(self, slm: Any) -> None:
@@ -173,8 +202,11 @@ class Bench:
                         device.close()
                     except Exception as exc:
                         log.error("closing %s: %s", name, exc)
-            for accessory in self.serial.values():
-                accessory.close()
+            for name, accessory in self.serial.items():
+                try:
+                    accessory.close()
+                except Exception as exc:
+                    log.error("closing serial.%s: %s", name, exc)
         finally:
             self._cleaning = False
         self.camera, self.slm, self.serial = None, None, {}

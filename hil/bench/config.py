@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 import textwrap
 import types
@@ -134,10 +135,12 @@ class DeviceSpec:
 
     name: str
     driver: str
-    cls: type
+    cls: type | None  # None: a plugin driver left unimported by a dry run
     kwargs: dict[str, Any]
 
     def parameters(self) -> set[str]:
+        if self.cls is None:
+            raise ConfigError(f"{self.name}: driver {self.driver!r} was not imported (dry run)")
         return set(_signature_parameters(self.cls))
 
 
@@ -289,7 +292,23 @@ def _var_keyword_use(init: Any, var: str) -> tuple[set[str], bool]:
     return names, not all(id(n) in understood for n in uses)
 
 
-def _device(kind: str, name: str, driver: str, kwargs: dict[str, Any], where: str, key: str) -> DeviceSpec:
+def _find_plugin(driver: str, where: str, key: str) -> None:
+    """Check that a plugin driver's module exists without importing it (its parent packages are)."""
+    module_name = driver.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"{where}: key '{key}': cannot find {module_name!r}: {exc}") from None
+    if found is None:
+        raise ConfigError(f"{where}: key '{key}': cannot find module {module_name!r}")
+
+
+def _device(
+    kind: str, name: str, driver: str, kwargs: dict[str, Any], where: str, key: str, import_plugins: bool = True
+) -> DeviceSpec:
+    if not import_plugins and driver not in BUILTIN_DRIVERS[kind] and ":" in driver:
+        _find_plugin(driver, where, f"{key}.driver")
+        return DeviceSpec(name, driver, None, dict(kwargs))
     cls = resolve_driver(kind, driver, where, f"{key}.driver")
     excluded = SERIAL_OPTIONS if kind == "serial" else ()
     clash = sorted(set(kwargs) & {"slm", "system"})
@@ -298,8 +317,13 @@ def _device(kind: str, name: str, driver: str, kwargs: dict[str, Any], where: st
     return DeviceSpec(name, driver, cls, _check_kwargs(cls, kwargs, where, f"{key}.kwargs", excluded))
 
 
-def bench_from_mapping(data: dict[str, Any], where: str = "<bench config>", base: Path | None = None) -> BenchSpec:
-    """Validate a parsed bench document and resolve its devices (no device is touched)."""
+def bench_from_mapping(
+    data: dict[str, Any], where: str = "<bench config>", base: Path | None = None, import_plugins: bool = True
+) -> BenchSpec:
+    """Validate a parsed bench document and resolve its devices (no device is touched).
+
+    ``import_plugins=False`` (dry runs) leaves ``package.module:Class`` drivers unimported: their
+    module must exist, their ``kwargs`` are checked only when the bench connects."""
     config = from_mapping(BenchConfig, data, where)
     system_path = Path(config.system)
     if not system_path.is_absolute():
@@ -320,17 +344,23 @@ def bench_from_mapping(data: dict[str, Any], where: str = "<bench config>", base
         except LimitError as exc:
             raise ConfigError(f"{where}: key 'slm.roi_offset_px': {exc}") from None
     devices = {
-        "slm": _device("slm", "slm", slm.driver, slm.kwargs, where, "slm"),
-        "camera": _device("camera", "camera", config.camera.driver, config.camera.kwargs, where, "camera"),
+        "slm": _device("slm", "slm", slm.driver, slm.kwargs, where, "slm", import_plugins),
+        "camera": _device(
+            "camera", "camera", config.camera.driver, config.camera.kwargs, where, "camera", import_plugins
+        ),
     }
     serial = {}
     for name, section in config.serial.items():
-        serial[name] = _device("serial", name, section.driver, section.kwargs, where, f"serial.{name}")
+        serial[name] = _device("serial", name, section.driver, section.kwargs, where, f"serial.{name}", import_plugins)
     return BenchSpec(config, None, system, devices["slm"], devices["camera"], serial)
 
 
-def load_bench(path: str | Path = DEFAULT_BENCH) -> BenchSpec:
-    """Load and validate a bench config file; relative paths in it are relative to the file."""
+def load_bench(path: str | Path = DEFAULT_BENCH, import_plugins: bool = True) -> BenchSpec:
+    """Load and validate a bench config file; relative paths in it are relative to the file.
+
+    ``import_plugins=False`` is for dry runs: plugin modules are found but not imported."""
     path = Path(path)
-    spec = bench_from_mapping(load_yaml(path), where=str(path), base=path.resolve().parent)
+    spec = bench_from_mapping(
+        load_yaml(path), where=str(path), base=path.resolve().parent, import_plugins=import_plugins
+    )
     return dataclasses.replace(spec, path=path)

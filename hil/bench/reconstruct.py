@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import h5py
 import numpy as np
 import torch
 
+from hil.bench.frame_log import CaptureError, open_h5, read_array, read_json_attr, read_number_attr, verify_checksums
 from hil.bench.signals import SignalError, check_signal
 from hil.common.config import ConfigError, from_mapping
 from hil.learning.bundle import Bundle
@@ -85,36 +85,32 @@ class LoadedCapture:
 def _frame_count(h5: h5py.File) -> int:
     """Light frames averaged into ``cdp_adu``: the stored count, else the frames kept in the file."""
     if "frames" in h5.attrs:
-        return int(h5.attrs["frames"])
+        return int(read_number_attr(h5, "frames", minimum=1))
     return len(h5["frames"]) if "frames" in h5 else 1
 
 
 def load_capture(path: str | Path, registration: Registration | None = None) -> LoadedCapture:
-    """Read a file written by :func:`hil.bench.capture.capture_cdp`; a clear error names what is missing.
+    """Read a file written by :func:`hil.bench.capture.capture_cdp`; a :class:`CaptureError` names what is
+    missing, malformed or corrupted.
 
     ``registration`` (from ``hil calibrate geometry``) resamples the camera frame onto the model's
     detector grid first; without it the frame must already be on that grid. A CDP without signal
     (mean at the dark level) is refused: there is nothing to reconstruct.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: capture file does not exist")
-    try:
-        with h5py.File(path, "r") as h5:
-            missing = [k for k in ("cdp_adu", "mask_rad") if k not in h5] + [
-                k for k in ("system_json", "camera_spec_json") if k not in h5.attrs
-            ]
-            if missing:
-                raise ValueError(f"{path}: not a complete capture (missing {missing}; was the capture interrupted?)")
-            cdp_adu, mask, frames = h5["cdp_adu"][()], h5["mask_rad"][()], _frame_count(h5)
-            system_data, camera_data = json.loads(h5.attrs["system_json"]), json.loads(h5.attrs["camera_spec_json"])
-    except OSError as exc:
-        raise ValueError(f"{path}: not a readable HDF5 capture file ({exc})") from None
+    with open_h5(path) as h5:  # every read is checked: shape, dtype, finiteness, JSON, checksums
+        verify_checksums(h5)
+        system_data, camera_data = read_json_attr(h5, "system_json"), read_json_attr(h5, "camera_spec_json")
+        cdp_adu, mask = read_array(h5, "cdp_adu", ndim=2), read_array(h5, "mask_rad", ndim=2)
+        frames = _frame_count(h5)
     try:
         system = from_mapping(SystemConfig, system_data, where=f"{path}:system_json")
         camera = from_mapping(CameraSpec, camera_data, where=f"{path}:camera_spec_json")
     except ConfigError as exc:
-        raise ValueError(str(exc)) from None
+        raise CaptureError(str(exc)) from None
+    n = system.optics.n
+    if mask.shape != (n, n):
+        raise CaptureError(f"{path}: mask_rad has shape {mask.shape}, the system's optics.n is {n}")
     try:
         check_signal(cdp_adu[None], 0.0, camera)
     except SignalError as exc:

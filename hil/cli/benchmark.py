@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hil.cli.options import OVERWRITE
+from hil.cli.outputs import check_output, write_text
 from hil.common.provenance import record
 
 app = typer.Typer(help="Benchmarks; each writes JSON under benchmarks/ and prints a table.", no_args_is_help=True)
@@ -19,8 +21,9 @@ def classical(
     out: Path = typer.Option(Path("benchmarks/classical.json"), help="JSON output."),
     images: int = typer.Option(8, min=1, help="Test objects."),
     max_iterations: int = typer.Option(2000, min=20, help="Largest iteration count (checkpoints 20, 50, 200, this)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of objects, masks and noise."),
     repeats: int = typer.Option(3, min=1, help="Timed runs per curve after a warm-up (ms per frame: their median)."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Classical solvers' quality versus iterations at 10/20/30 dB and noiseless, L = 1 and 4."""
     from dataclasses import asdict
@@ -28,16 +31,13 @@ def classical(
     from hil.benchmarks.classical import ClassicalBenchmark, markdown_table, run
 
     console = Console()
+    for path in (out, out.with_suffix(".md")):  # the committed results are replaced only when asked
+        check_output(path, overwrite)
     checkpoints = tuple(sorted({c for c in (20, 50, 200, max_iterations) if c <= max_iterations}))
     cfg = ClassicalBenchmark(images=images, checkpoints=checkpoints, seed=seed, repeats=repeats)
     rows = run(cfg, progress=lambda msg: console.log(msg))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {**record(asdict(cfg), seed=seed, command="hil benchmark classical"), "rows": rows},
-            indent=1,
-        )
-    )
+    doc = {**record(asdict(cfg), seed=seed, command="hil benchmark classical"), "rows": rows}
+    write_text(out, json.dumps(doc, indent=1), overwrite)
     table = Table(title="classical phase retrieval (phase PSNR dB, ms per frame)")
     for col in ("method", "L", "SNR dB", "photons/px", "iters", "PSNR", "±95%", "SSIM", "ms/frame"):
         table.add_column(col, justify="right")
@@ -54,7 +54,7 @@ def classical(
             f"{r['ms_per_frame']:.1f}",
         )
     console.print(table)
-    out.with_suffix(".md").write_text(markdown_table(rows))
+    write_text(out.with_suffix(".md"), markdown_table(rows), overwrite)
     console.print(f"wrote {out} and {out.with_suffix('.md')}")
 
 
@@ -64,13 +64,14 @@ def distillation(
     runs: Path = typer.Option(Path("runs/distill"), help="Training runs (reused when their bundle exists)."),
     teacher_config: Path = typer.Option(Path("configs/train_teacher.yaml")),
     student_config: Path = typer.Option(Path("configs/train_student.yaml")),
-    seeds: int = typer.Option(3, min=1, help="Student training seeds (KD and no-KD each)."),
+    seed_count: int = typer.Option(3, "--seed-count", min=1, help="Student training seeds 0..N-1 (KD and no-KD each)."),
     teacher_steps: int = typer.Option(None, min=1, help="Override the teacher's step budget."),
     student_steps: int = typer.Option(None, min=1, help="Override the students' step budget."),
     test_images: int = typer.Option(16, min=2, help="Test objects per test set."),
     max_iterations: int = typer.Option(2000, min=50, help="Largest classical RAAR iteration count."),
     jobs: int = typer.Option(2, min=1, help="Training runs in parallel (one CPU thread each)."),
     ablations: str = typer.Option("cpm_gram,cpm_none,unet_nokd", help="Comma-separated ablation runs."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Teacher, students with/without a teacher over seeds, ablations and classical RAAR on the same
     test images and noise draws; writes JSON, a Markdown table and the mask-gradient-norm plot."""
@@ -79,11 +80,14 @@ def distillation(
     from hil.benchmarks.distillation import DistillationBenchmark, markdown_table, run
 
     console = Console()
+    png = out.with_name(out.stem + "_grad_norm.png")
+    for path in (out, out.with_suffix(".md"), png):
+        check_output(path, overwrite)
     cfg = DistillationBenchmark(
         teacher_config=str(teacher_config),
         student_config=str(student_config),
         out_dir=str(runs),
-        seeds=tuple(range(seeds)),
+        seeds=tuple(range(seed_count)),
         teacher_steps=teacher_steps,
         student_steps=student_steps,
         test_images=test_images,
@@ -93,12 +97,11 @@ def distillation(
     )
     command = "hil benchmark distillation " + " ".join(sys.argv[3:])
     out.parent.mkdir(parents=True, exist_ok=True)
-    png = out.with_name(out.stem + "_grad_norm.png")
     doc = run(cfg, png, log=lambda msg: console.log(msg))
     doc = {**record(doc.pop("config"), seed=0, command=command), **doc}
-    out.write_text(json.dumps(doc, indent=1, default=float))
+    write_text(out, json.dumps(doc, indent=1, default=float), overwrite)
     table = markdown_table(doc, command)
-    out.with_suffix(".md").write_text(table)
+    write_text(out.with_suffix(".md"), table, overwrite)
     console.print(table)
     console.print(f"wrote {out}, {out.with_suffix('.md')}, {png}")
 
@@ -114,12 +117,14 @@ def throughput(
     processes: int = typer.Option(2, min=1, help="Processes of the torchrun case (1 thread each)."),
     threads: int = typer.Option(2, min=1, help="Threads of the single-process case."),
     steps: int = typer.Option(6, min=3, help="Training steps per case (the first is not timed)."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Samples per second of `hil train`, one process and under torchrun, per config and size."""
     from hil.benchmarks.throughput import ThroughputCase, markdown_table, measure
 
     console = Console()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    for path in (out, out.with_suffix(".md")):
+        check_output(path, overwrite)
     header = record(
         {"device": device, "steps": steps, "configs": configs, "sizes": sizes}, command="hil benchmark throughput"
     )
@@ -129,8 +134,8 @@ def throughput(
             for procs, thr in sorted({(1, 1), (1, threads), (processes, 1)}):
                 rows.append(measure(ThroughputCase(config, n, procs, thr, device, steps)))
                 console.log(f"{config} n={n} {procs}x{thr}: {rows[-1]['samples_per_s']:.1f} samples/s")
-                out.write_text(json.dumps({**header, "rows": rows}, indent=1))  # partial results survive
-                out.with_suffix(".md").write_text(markdown_table(rows))
+                write_text(out, json.dumps({**header, "rows": rows}, indent=1), True)  # partial results survive
+                write_text(out.with_suffix(".md"), markdown_table(rows), True)
     console.print(markdown_table(rows))
 
 
@@ -140,6 +145,7 @@ def pipeline(
     sizes: list[int] = typer.Option([64, 128], help="Object sizes n (n x n)."),
     frames: int = typer.Option(100, min=10, help="Live frames per size."),
     threads: int = typer.Option(1, min=1, help="CPU threads of the decoder."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Decode rates (batch 1 and 64) and the live pipeline at the simulated camera's rate, per size."""
     import torch
@@ -147,11 +153,12 @@ def pipeline(
     from hil.benchmarks.pipeline import markdown_table, measure
 
     console = Console()
+    for path in (out, out.with_suffix(".md")):  # the committed results are replaced only when asked
+        check_output(path, overwrite)
     torch.set_num_threads(threads)
-    out.parent.mkdir(parents=True, exist_ok=True)
     header = record({"sizes": sizes, "frames": frames, "threads": threads}, command="hil benchmark pipeline")
     rows = [measure(n, frames, progress=console.log) for n in sizes]
-    out.write_text(json.dumps({**header, "rows": rows}, indent=1))
-    out.with_suffix(".md").write_text(markdown_table(rows))
+    write_text(out, json.dumps({**header, "rows": rows}, indent=1), overwrite)
+    write_text(out.with_suffix(".md"), markdown_table(rows), overwrite)
     console.print(markdown_table(rows))
     console.print(f"wrote {out}, {out.with_suffix('.md')}")

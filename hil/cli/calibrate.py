@@ -7,23 +7,24 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from hil.bench.config import DEFAULT_BENCH
+from hil.cli.options import BENCH, DRY_RUN, OVERWRITE, dark_frames_option, frames_option
 
 app = typer.Typer(
     help="Calibrate the bench: camera radiometry, camera-to-model geometry, SLM phase response.",
     no_args_is_help=True,
 )
 
-BENCH = typer.Option(DEFAULT_BENCH, "--bench", help="Bench config (YAML).")
-DRY_RUN = typer.Option(False, "--dry-run", help="Validate configs and options; touch no device.")
 SAMPLE_OUT = "the sample must be out of the beam (the model assumes a unit object)"
 
 
-def _frames_file(out: Path) -> Path:
-    """Where the raw frames go (beside ``out``); an existing one is never overwritten."""
+def _outputs(out: Path, overwrite: bool) -> Path:
+    """Check the result path and where the raw frames go (beside it) before any device is touched;
+    returns the frames file (removed first when ``overwrite``, so the new frames are not mixed in)."""
     from hil.bench.frame_log import ensure_new
+    from hil.cli.outputs import check_output
 
-    return ensure_new(out.with_suffix(".frames.h5"))
+    check_output(out, overwrite)
+    return ensure_new(out.with_suffix(".frames.h5"), overwrite)
 
 
 def _random_mask(n: int, seed: int):
@@ -32,14 +33,15 @@ def _random_mask(n: int, seed: int):
     return np.random.default_rng(seed).uniform(0, 2 * np.pi, (n, n))
 
 
-def _write_yaml(path: Path, data: dict) -> None:
+def _write_yaml(path: Path, data: dict, overwrite: bool) -> None:
     import json
 
     import yaml
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from hil.cli.outputs import write_text
+
     plain = json.loads(json.dumps(data, default=float))
-    path.write_text(yaml.safe_dump(plain, sort_keys=False, default_flow_style=None, width=100))
+    write_text(path, yaml.safe_dump(plain, sort_keys=False, default_flow_style=None, width=100), overwrite)
 
 
 def _update_system(path: Path, section: str, values: dict, console: Console) -> None:
@@ -56,9 +58,10 @@ def radiometry(
     bench_config: Path = BENCH,
     exposures_s: str = typer.Option("0.005,0.01,0.02,0.04", help="Comma-separated exposures (s), dim to bright."),
     pairs: int = typer.Option(4, min=1, help="Frame pairs per exposure."),
-    dark_frames: int = typer.Option(8, min=2, help="Dark frames (light off)."),
+    dark_frames: int = dark_frames_option(8, minimum=2),
     seed: int = typer.Option(0, help="Seed of the random diffuser mask shown while lit."),
     update_system: Path = typer.Option(None, help="Also write the measured camera keys into this system.yaml."),
+    overwrite: bool = OVERWRITE,
     dry_run: bool = DRY_RUN,
 ) -> None:
     """Photon transfer: dark offset (ADU), read noise (e-), gain (ADU/e-), saturation / full well (e-)."""
@@ -68,7 +71,7 @@ def radiometry(
     from hil.bench.frame_log import FrameLog
 
     console = Console()
-    spec = load_bench(bench_config)
+    spec = load_bench(bench_config, import_plugins=not dry_run)
     try:
         exposures = [float(e) for e in exposures_s.split(",") if e.strip()]
     except ValueError:
@@ -76,7 +79,7 @@ def radiometry(
     limits = spec.config.camera.exposure_limits_s
     if not exposures or any(not limits[0] <= e <= limits[1] for e in exposures):
         raise ValueError(f"--exposures-s {exposures}: each must lie within camera.exposure_limits_s {list(limits)}")
-    frames = _frames_file(out)
+    frames = _outputs(out, overwrite)
     console.print(
         f"plan: {dark_frames} dark frames, {pairs} pairs at each of {exposures} s with a random mask; "
         f"result {out}, frames {frames}"
@@ -84,11 +87,12 @@ def radiometry(
     if dry_run:
         console.print("dry run: configs and options are valid; nothing was sent to any device")
         return
+    frames.unlink(missing_ok=True)  # only reached with --overwrite
     settings = {"exposures_s": exposures, "pairs": pairs, "dark_frames": dark_frames, "seed": seed}
     with Bench(spec) as bench, FrameLog(frames, "radiometry", settings, seed=seed) as log:
         mask = _random_mask(spec.system.optics.n, seed)
         result = measure_radiometry(bench, log, exposures, mask, pairs=pairs, dark_frames=dark_frames)
-    _write_yaml(out, {"camera": result.camera_keys(), "measurement": result.to_dict()})
+    _write_yaml(out, {"camera": result.camera_keys(), "measurement": result.to_dict()}, overwrite)
     console.print(
         f"gain {result.gain_adu_per_e:.4g} ADU/e-, offset {result.dark_offset_adu:.2f} ADU, read noise "
         f"{result.read_noise_e:.3g} e-, saturation {result.saturation_adu} ADU, full well {result.full_well_e} e- "
@@ -102,35 +106,39 @@ def radiometry(
 def geometry(
     out: Path = typer.Option(..., "--out", help="Registration (JSON); frames go beside it."),
     bench_config: Path = BENCH,
-    frames_count: int = typer.Option(2, "--frames", min=1, help="Lit frames averaged per spot."),
-    dark_frames: int = typer.Option(4, min=2, help="Dark frames subtracted (and checked dark)."),
+    frames_count: int = frames_option(2, "Lit frames averaged per spot."),
+    dark_frames: int = dark_frames_option(4, minimum=2),
     cycles: int = typer.Option(None, help="Grating periods across the mask (default n // 4)."),
     exposure_s: float = typer.Option(None, help="Camera exposure (s) for the spot frames (default: the bench's)."),
+    overwrite: bool = OVERWRITE,
     dry_run: bool = DRY_RUN,
 ) -> None:
     """Affine camera-pixel -> model-grid registration from a 3 x 3 grid of grating spots."""
+    import json
+
     from calibration.geometry import measure_geometry
     from hil.bench.bench import Bench
     from hil.bench.config import load_bench
     from hil.bench.frame_log import FrameLog
+    from hil.cli.outputs import write_text
 
     console = Console()
-    spec = load_bench(bench_config)
+    spec = load_bench(bench_config, import_plugins=not dry_run)
     _check_exposure(spec, exposure_s)
-    frames = _frames_file(out)
+    frames = _outputs(out, overwrite)
     console.print(
         f"plan: {dark_frames} dark + 9 x {frames_count} lit frames of grating spots; {SAMPLE_OUT}; result {out}"
     )
     if dry_run:
         console.print("dry run: configs and options are valid; nothing was sent to any device")
         return
+    frames.unlink(missing_ok=True)  # only reached with --overwrite
     settings = {"frames": frames_count, "dark_frames": dark_frames, "cycles": cycles, "exposure_s": exposure_s}
     with Bench(spec) as bench, FrameLog(frames, "geometry", settings) as log:
         if exposure_s is not None:
             bench.set_exposure(exposure_s)
         result = measure_geometry(bench, log, cycles, frames_count, dark_frames)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result.registration.save(out)
+    write_text(out, json.dumps(result.registration.to_dict(), indent=1), overwrite)
     p = result.registration.parameters()
     console.print(
         f"scale {p['scale_x']:.5f} x {p['scale_y']:.5f} model px per camera px, rotation {p['rotation_deg']:.3f} deg, "
@@ -153,9 +161,10 @@ def slm_response(
     bench_config: Path = BENCH,
     level_step: int = typer.Option(1, min=1, help="Measure every level_step-th gray level (the top one always)."),
     reference_level: int = typer.Option(0, min=0, help="Gray level of the reference half."),
-    frames_count: int = typer.Option(1, "--frames", min=1, help="Frames averaged per level."),
+    frames_count: int = frames_option(1, "Frames averaged per gray level."),
     exposure_s: float = typer.Option(None, help="Camera exposure (s) for the frames (default: the bench's)."),
     update_system: Path = typer.Option(None, help="Also write slm.gamma into this system.yaml."),
+    overwrite: bool = OVERWRITE,
     dry_run: bool = DRY_RUN,
 ) -> None:
     """Phase per gray level (slmsuite gamma, units of 2π) by two-region interference; no template or registration."""
@@ -165,13 +174,13 @@ def slm_response(
     from hil.bench.frame_log import FrameLog
 
     console = Console()
-    spec = load_bench(bench_config)
+    spec = load_bench(bench_config, import_plugins=not dry_run)
     _check_exposure(spec, exposure_s)
     total = spec.system.slm.levels
     levels = sorted(set(range(0, total, level_step)) | {total - 1})
     if not reference_level < total:
         raise ValueError(f"--reference-level {reference_level} is not a gray level of a {total}-level SLM")
-    frames = _frames_file(out)
+    frames = _outputs(out, overwrite)
     console.print(
         f"plan: {len(levels)} of {total} gray levels, {frames_count} frame(s) each, reference level "
         f"{reference_level}; {SAMPLE_OUT}; result {out}"
@@ -179,12 +188,13 @@ def slm_response(
     if dry_run:
         console.print("dry run: configs and options are valid; nothing was sent to any device")
         return
+    frames.unlink(missing_ok=True)  # only reached with --overwrite
     settings = {"levels": levels, "reference_level": reference_level, "frames": frames_count, "exposure_s": exposure_s}
     with Bench(spec) as bench, FrameLog(frames, "slm-response", settings) as log:
         if exposure_s is not None:
             bench.set_exposure(exposure_s)
         result = measure_slm_response(bench, log, levels, reference_level, frames_count)
-    _write_yaml(out, {"slm": result.system_keys(), "measurement": result.to_dict()})
+    _write_yaml(out, {"slm": result.system_keys(), "measurement": result.to_dict()}, overwrite)
     console.print(
         f"phase range {result.phase_range_rad:.4f} rad ({result.phase_range_rad / 6.283185307179586:.4f} x 2π), "
         f"modulation {result.modulation_snr:.3g} x noise, ellipse residual {result.ellipse_residual:.3g}, "

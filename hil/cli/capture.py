@@ -1,4 +1,4 @@
-"""``hil capture``: record one CDP on the bench with a bundle's (or a file's) mask."""
+"""``hil capture --out OUT.h5``: record one CDP on the bench with a bundle's (or a file's) mask."""
 
 from __future__ import annotations
 
@@ -7,22 +7,23 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from hil.bench.config import DEFAULT_BENCH
+from hil.cli.options import BENCH, DRY_RUN, OVERWRITE, dark_frames_option, frames_option
 
 
 def capture(
-    out: Path = typer.Argument(..., help="HDF5 file to write (frames stored as they arrive)."),
+    out: Path = typer.Option(..., "--out", help="HDF5 file to write (frames stored as they arrive)."),
     bundle: Path = typer.Option(None, help="Model bundle whose mask to show."),
     mask: Path = typer.Option(None, help="Or a .npy mask in radians, (n, n) (height, width)."),
-    bench_config: Path = typer.Option(DEFAULT_BENCH, "--bench", help="Bench config (YAML)."),
-    frames: int = typer.Option(4, min=1, help="Light frames averaged."),
-    dark_frames: int = typer.Option(4, min=0, help="Dark frames (light off) subtracted."),
+    bench_config: Path = BENCH,
+    frames: int = frames_option(),
+    dark_frames: int = dark_frames_option(),
     exposure_s: float = typer.Option(None, help="Camera exposure (default: the bench config's)."),
     max_saturated_fraction: float = typer.Option(0.0, help="Largest tolerated saturated-pixel fraction."),
     auto_exposure: float = typer.Option(
         None, help="Set the exposure first so the peak pixel is this fraction of full scale (e.g. 0.5)."
     ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate configs and mask; touch no device."),
+    overwrite: bool = OVERWRITE,
+    dry_run: bool = DRY_RUN,
 ) -> None:
     """Show the mask, record dark and light frames, check saturation; the bench is left safe on every exit."""
     import numpy as np
@@ -31,27 +32,25 @@ def capture(
     from hil.bench.capture import CaptureSettings, capture_cdp
     from hil.bench.config import load_bench
     from hil.bench.frame_log import ensure_new
+    from hil.cli.inputs import load_mask
+    from hil.cli.outputs import check_output
     from hil.learning.bundle import load_bundle
 
     console = Console()
     if (bundle is None) == (mask is None):
         raise ValueError("give exactly one of --bundle or --mask")
-    spec = load_bench(bench_config)
+    spec = load_bench(bench_config, import_plugins=not dry_run)
     if bundle is not None:
         mask_rad = load_bundle(bundle, expect_system=spec.system).mask_rad[0].numpy().astype(np.float64)
     else:
-        if not mask.is_file():
-            raise FileNotFoundError(f"{mask}: mask file does not exist")
-        mask_rad = np.load(mask, allow_pickle=False)
-        n = spec.system.optics.n
-        if mask_rad.shape != (n, n):
-            raise ValueError(f"{mask}: mask must have shape ({n}, {n}) (height, width), got {mask_rad.shape}")
+        mask_rad = load_mask(mask, spec.system.optics.n)
     settings = CaptureSettings(frames, dark_frames, exposure_s, max_saturated_fraction, auto_exposure)
-    ensure_new(out)  # before any device is touched
+    check_output(ensure_new(out, overwrite), overwrite)  # a writable place, before any device is touched
     console.print(f"plan: {dark_frames} dark + {frames} light frames, mask {mask_rad.shape}, bench {bench_config}")
     if dry_run:
         console.print("dry run: configs and mask are valid; nothing was sent to any device")
         return
+    out.unlink(missing_ok=True)  # only reached with --overwrite
     with Bench(spec) as bench:
         result = capture_cdp(bench, mask_rad, settings, out)
     console.print(

@@ -55,7 +55,7 @@ def deploy(
     from hil.physics.registration import load_registration
 
     console = Console()
-    spec = load_bench(bench_config)
+    spec = load_bench(bench_config, import_plugins=not dry_run)
     loaded = load_bundle(bundle)
     problems = compatibility_problems(loaded.system_config, spec.system)
     if problems:

@@ -7,16 +7,21 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from hil.cli.options import OVERWRITE
+
 
 def reconstruct(
     capture_file: Path = typer.Argument(..., help="HDF5 file written by hil capture or hil demo."),
     bundle: Path = typer.Option(None, help="Decode with this bundle's decoder (its mask must be the captured one)."),
     iterations: int = typer.Option(50, min=1, help="RAAR iterations (without --bundle)."),
-    out: Path = typer.Option(None, help="Phase map output (.npy, radians, (n, n)); default beside the capture."),
+    out: Path = typer.Option(
+        None, "--out", help="Phase map output (.npy, radians, (n, n)); default: CAPTURE with suffix .phase.npy."
+    ),
     registration: Path = typer.Option(
         None, help="Camera-to-model registration (hil calibrate geometry) for frames not on the model grid."
     ),
     report: Path = typer.Option(None, help="Also write an HTML report (index.html + PNGs) into this folder."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Reconstruct the phase (radians) from one CDP: the bundle's decoder, or RAAR with the range prior."""
     import time
@@ -24,10 +29,14 @@ def reconstruct(
     import numpy as np
 
     from hil.bench.reconstruct import load_capture, reconstruct_bundle, reconstruct_classical
+    from hil.cli.outputs import check_output, save_npy
     from hil.learning.bundle import load_bundle
     from hil.physics.registration import load_registration
 
     console = Console()
+    out = check_output(out or capture_file.with_suffix(".phase.npy"), overwrite)  # before the work
+    if report is not None:
+        check_output(report / "index.html", overwrite)
     captured = load_capture(capture_file, None if registration is None else load_registration(registration))
     start = time.perf_counter()
     if bundle is not None:
@@ -40,8 +49,7 @@ def reconstruct(
         phase = reconstruct_classical(captured.op, captured.y, iterations)
         method = f"RAAR, {iterations} iterations"
     ms = 1e3 * (time.perf_counter() - start)
-    out = out or capture_file.with_suffix(".phase.npy")
-    np.save(out, phase[0].double().numpy())
+    save_npy(out, phase[0].double().numpy(), overwrite)
     console.print(f"{method}: {ms:.0f} ms, {captured.photons_per_pixel:.0f} photons/pixel; wrote {out}")
     if report is not None:
         from hil.bench.report import SampleResult, gray_image, write_report

@@ -2,13 +2,15 @@
 
 Every config section of the project is a frozen dataclass; :func:`from_mapping` builds one from
 a parsed YAML mapping, checking each field against its type hint (bool, int, float, str,
-Literal, Optional, tuple, nested dataclasses, dicts of plain values). Value checks live in
-the dataclasses' ``__post_init__`` and are reported with the same key path.
+Literal, Optional, tuple, nested dataclasses, dicts of plain values). Every number must be finite,
+a duration (a key ending in ``_s``) must not be negative, and a YAML mapping must not repeat a key.
+Other value checks live in the dataclasses' ``__post_init__`` and are reported with the same key path.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -23,15 +25,29 @@ class ConfigError(ValueError):
     """A config file or mapping that cannot be used; the message names the file and key."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with a repeated key (plain PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Parse a YAML file whose top level must be a mapping."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        message = " ".join(str(exc).split()) if not isinstance(exc, RecursionError) else "nested too deeply"
+        raise ConfigError(f"{path}: not valid YAML: {message}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -41,6 +57,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _is_duration(key: str) -> bool:
+    """``key`` names a duration in seconds (``timeout_s``, ``exposure_limits_s[0]``)."""
+    return key.rsplit(".", 1)[-1].split("[", 1)[0].endswith("_s")
 
 
 def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
@@ -56,7 +77,9 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
             try:
                 return _convert(value, option, key, where)
             except ConfigError as exc:
-                errors.append(str(exc))
+                errors.append(exc)
+        if len(errors) == 1:  # Optional[X]: X's own message says what is wrong
+            raise errors[0]
         raise ConfigError(f"{where}: key '{key}': expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is typing.Literal:
         if value not in args:
@@ -84,10 +107,16 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: key '{key}': expected an integer, got {value!r}")
+        if _is_duration(key) and value < 0:
+            raise ConfigError(f"{where}: key '{key}': a duration in seconds must be >= 0, got {value!r}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: key '{key}': expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: key '{key}': must be a finite number, got {value!r}")
+        if _is_duration(key) and value < 0:
+            raise ConfigError(f"{where}: key '{key}': a duration in seconds must be >= 0, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -119,6 +148,19 @@ def from_mapping(cls: type[T], data: Any, where: str = "<config>", prefix: str =
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: key '{label}': {exc}") from None
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON/YAML data (iterative, so a deep document cannot exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
 
 
 def to_mapping(obj: Any) -> Any:

@@ -3,28 +3,34 @@
 Layout::
 
     bundle.json          format, role, train and system configs, seed, provenance (versions,
-                         git commit), test metrics, SHA-256 of the two tensor files
+                         git commit), test metrics, SHA-256 of the two tensor files, and
+                         ``manifest_sha256``: SHA-256 of the rest of bundle.json (canonical JSON)
     masks.safetensors    mask_rad (L, n, n) float32 radians; slm_gray (L, k*n, k*n) int32, the
                          gray image slmsuite shows for the configured SLM (students only)
     decoder.safetensors  the decoder's weights and buffers
 
 Loading parses JSON and safetensors only (no pickle), checks every hash, shape and the gray
-image against the configured SLM, and rejects anything else with :class:`BundleError`.
+image against the configured SLM, and rejects anything else with :class:`BundleError`. Sizes are
+checked before anything is allocated: bundle.json's size and nesting are bounded, and the decoder
+that its config describes is first built without memory (torch's ``meta`` device) and compared,
+tensor by tensor, with the shapes stored in decoder.safetensors' header, so an edited config
+cannot make loading allocate more than the weights file holds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from hil.common.config import ConfigError, from_mapping, to_mapping
+from hil.common.config import ConfigError, from_mapping, json_depth, to_mapping
 from hil.common.provenance import record
 from hil.learning.coded_system import CodedSystem
 from hil.learning.train_config import TrainConfig
@@ -33,6 +39,12 @@ from hil.physics.system import SystemConfig
 FORMAT = "hil-model-bundle"
 FORMAT_VERSION = 1
 MANIFEST, MASKS, DECODER = "bundle.json", "masks.safetensors", "decoder.safetensors"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_MANIFEST_DEPTH = 32
+# largest decoder a bundle may describe (about 100x the project's models): the structure is built on
+# the meta device before the weights are compared, and building millions of modules would hang
+MAX_DECODER = {"stages": 64, "channels": 1024, "hidden_layers": 16, "refine_steps": 64, "warm_iterations": 10_000}
+MAX_MASKS = 64
 
 
 class BundleError(ValueError):
@@ -51,6 +63,13 @@ class Bundle:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def manifest_sha256(manifest: dict[str, Any]) -> str:
+    """SHA-256 of ``manifest`` without its own ``manifest_sha256`` key, as canonical JSON."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=float, allow_nan=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def slm_gray_image(system: CodedSystem) -> torch.Tensor:
@@ -88,20 +107,65 @@ def save_bundle(
         "files": {MASKS: _sha256(path / MASKS), DECODER: _sha256(path / DECODER)},
         **extra,
     }
-    (path / MANIFEST).write_text(json.dumps(manifest, indent=1, default=float))
+    manifest = json.loads(json.dumps(manifest, default=float))  # the form it is read back in
+    manifest["manifest_sha256"] = manifest_sha256(manifest)
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return path
 
 
-def _load_tensors(path: Path, name: str, expected_sha: str) -> dict[str, torch.Tensor]:
+def _verified(path: Path, name: str, expected_sha: Any) -> Path:
     file = path / name
     if not file.is_file():
         raise BundleError(f"{path}: missing {name}")
     if _sha256(file) != expected_sha:
         raise BundleError(f"{file}: SHA-256 does not match bundle.json (corrupt or modified)")
+    return file
+
+
+def _stored_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a safetensors header (nothing is loaded)."""
+    try:
+        with safe_open(file, framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"{file}: not a readable safetensors file: {exc}") from None
+
+
+def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(file)
     except (SafetensorError, OSError) as exc:
         raise BundleError(f"{file}: not a readable safetensors file: {exc}") from None
+
+
+def _check_sizes(manifest_path: Path, train_config: TrainConfig) -> None:
+    """Decoder and mask counts within :data:`MAX_DECODER` / :data:`MAX_MASKS`, before anything is built."""
+    decoder = train_config.decoder
+    for key, limit in MAX_DECODER.items():
+        if getattr(decoder, key) > limit:
+            raise BundleError(
+                f"{manifest_path}: train_config.decoder.{key} = {getattr(decoder, key)} exceeds the limit {limit}"
+            )
+    if train_config.masks > MAX_MASKS:
+        raise BundleError(f"{manifest_path}: train_config.masks = {train_config.masks} exceeds the limit {MAX_MASKS}")
+
+
+def _read_manifest(manifest_path: Path) -> dict[str, Any]:
+    """bundle.json: bounded size and nesting, a JSON object whose ``manifest_sha256`` matches."""
+    size = manifest_path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{manifest_path}: {size} bytes, more than the {MAX_MANIFEST_BYTES} allowed")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{manifest_path}: format is not {FORMAT!r}")
+    if json_depth(manifest) > MAX_MANIFEST_DEPTH:
+        raise BundleError(f"{manifest_path}: nested more than {MAX_MANIFEST_DEPTH} levels deep")
+    if manifest.get("manifest_sha256") != manifest_sha256(manifest):
+        raise BundleError(f"{manifest_path}: manifest_sha256 is missing or does not match its content (modified?)")
+    return manifest
 
 
 def load_bundle(path: str | Path, expect_system: SystemConfig | None = None) -> Bundle:
@@ -110,12 +174,7 @@ def load_bundle(path: str | Path, expect_system: SystemConfig | None = None) -> 
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{path}: not a model bundle (no {MANIFEST})")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{manifest_path}: not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{manifest_path}: format is not {FORMAT!r}")
+    manifest = _read_manifest(manifest_path)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"{manifest_path}: format_version {manifest.get('format_version')} != {FORMAT_VERSION}")
     files = manifest.get("files")
@@ -135,15 +194,29 @@ def load_bundle(path: str | Path, expect_system: SystemConfig | None = None) -> 
                     f"{path}: bundle was made for {part} {to_mapping(getattr(system_config, part))}, "
                     f"but the system is {to_mapping(getattr(expect_system, part))}"
                 )
-    masks = _load_tensors(path, MASKS, files[MASKS])
-    decoder_state = _load_tensors(path, DECODER, files[DECODER])
-    system = CodedSystem(
-        system_config.geometry(),
-        train_config.masks,
-        train_config.decoder,
-        slm=system_config.slm if train_config.role == "student" else None,
-        seed=train_config.seed,
-    )
+    _check_sizes(manifest_path, train_config)
+    masks_file = _verified(path, MASKS, files[MASKS])
+    decoder_file = _verified(path, DECODER, files[DECODER])
+
+    def build() -> CodedSystem:
+        slm = system_config.slm if train_config.role == "student" else None
+        return CodedSystem(
+            system_config.geometry(), train_config.masks, train_config.decoder, slm=slm, seed=train_config.seed
+        )
+
+    with torch.device("meta"):  # sizes first: nothing allocated
+        skeleton = build()
+    expected = {k: tuple(v.shape) for k, v in skeleton.decoder.state_dict().items()}
+    stored = _stored_shapes(decoder_file)
+    if expected != stored:
+        wanted, held = (sum(math.prod(s) for s in d.values()) for d in (expected, stored))
+        raise BundleError(
+            f"{decoder_file}: holds {held} weights in {len(stored)} tensors, but the decoder that bundle.json "
+            f"configures needs {wanted} in {len(expected)}: the config and the weights do not belong together"
+        )
+    masks = _load_tensors(masks_file)
+    decoder_state = _load_tensors(decoder_file)
+    system = build()
     mask_rad = masks.get("mask_rad")
     if mask_rad is None or mask_rad.dtype != torch.float32 or mask_rad.shape != system.mask_rad.shape:
         got = None if mask_rad is None else (tuple(mask_rad.shape), mask_rad.dtype)

@@ -190,9 +190,9 @@ class OpticsSpec:
 
     def __post_init__(self) -> None:
         if not 2 <= self.n <= MAX_N:
-            raise ValueError(f"optics n must be in [2, {MAX_N}], got {self.n}")
+            raise ValueError(f"optics.n must lie in [2, {MAX_N}], got {self.n}")
         if not 1 <= self.pad_factor <= 8:
-            raise ValueError(f"optics pad_factor must be in [1, 8], got {self.pad_factor}")
+            raise ValueError(f"optics.pad_factor must lie in [1, 8], got {self.pad_factor}")
         if self.propagator not in ("fraunhofer", "asm", "fresnel"):
             raise ValueError(f"optics propagator must be fraunhofer, asm or fresnel, got {self.propagator!r}")
         if not (self.wavelength_um > 0 and self.pitch_um > 0 and math.isfinite(self.distance_um)):

@@ -72,8 +72,13 @@ def load_registration(path: str | Path) -> Registration:
         matrix = np.asarray(data["camera_to_model"], dtype=np.float64)
         model_shape, camera_shape = tuple(data["model_shape"]), tuple(data["camera_shape"])
         correlation = float(data["correlation"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"{path}: not a registration file ({type(exc).__name__}: {exc})") from None
     if matrix.shape != (2, 3) or len(model_shape) != 2 or len(camera_shape) != 2:
         raise ValueError(f"{path}: camera_to_model must be 2 x 3 and the shapes (height, width)")
+    if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:, :2])) < 1e-6:
+        raise ValueError(f"{path}: camera_to_model must be finite and invertible, got {matrix.tolist()}")
+    for key, shape in (("model_shape", model_shape), ("camera_shape", camera_shape)):
+        if not all(isinstance(v, int) and 1 <= v <= 65536 for v in shape):
+            raise ValueError(f"{path}: {key} must be two integers in [1, 65536], got {list(shape)}")
     return Registration(matrix, model_shape, camera_shape, correlation)

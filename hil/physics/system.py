@@ -14,6 +14,7 @@ from hil.physics.optics import CDPGeometry, OpticsSpec
 from hil.physics.slm import SLMSpec
 
 DEFAULT_SYSTEM = REPO_ROOT / "configs" / "system.yaml"
+MAX_GRID_PX = 8192  # largest simulated field side (a complex64 field of 8192² is 512 MiB)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,11 @@ class SystemConfig:
     def __post_init__(self) -> None:
         if self.data.n != self.optics.n:
             raise ValueError(f"data.n ({self.data.n}) must equal optics.n ({self.optics.n})")
+        side = self.optics.n * self.optics.pad_factor * self.slm.macro_pixel
+        if side > MAX_GRID_PX:
+            raise ValueError(
+                f"optics.n · optics.pad_factor · slm.macro_pixel = {side} px per side, more than {MAX_GRID_PX}"
+            )
         self.geometry()  # the optics, macro-pixels and binning must fit together
 
     def geometry(self) -> CDPGeometry:
