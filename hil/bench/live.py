@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from drivers.io_guard import atomic_io
 from hil.bench.bench import Bench
 from hil.bench.capture import dark_level
 from hil.bench.config import BenchSpec
@@ -306,17 +307,18 @@ def _acquire(bench, trigger, jobs: queue.Queue, stop: threading.Event, settings,
         delay = start + index * period_s - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        if trigger is not None:
-            trigger.fire()
-        else:
-            stats.triggers += 1
-        frame = _camera_frame(bench, index + 1)
-        first_number = frame.number if first_number is None else first_number
-        stats.frames = frame.number - first_number + 1
-        try:
-            jobs.put_nowait(frame)
-        except queue.Full:
-            stats.dropped.append(frame.number)
+        with atomic_io():  # Ctrl-C waits until the triggered frame is read and queued or counted as dropped
+            if trigger is not None:
+                trigger.fire()
+            else:
+                stats.triggers += 1
+            frame = _camera_frame(bench, index + 1)
+            first_number = frame.number if first_number is None else first_number
+            stats.frames = frame.number - first_number + 1
+            try:
+                jobs.put_nowait(frame)
+            except queue.Full:
+                stats.dropped.append(frame.number)
         stats.elapsed_s = time.perf_counter() - start
         if progress is not None and time.perf_counter() - last_report > 0.25:
             progress(stats)
