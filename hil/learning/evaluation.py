@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from functools import partial
 
 import torch
 
@@ -93,6 +94,13 @@ def twin_check(system: CodedSystem, phase_rad: torch.Tensor, camera: CameraSpec,
     }
 
 
+def _record(
+    marks: dict[int, float], keep: tuple[int, ...], truth: torch.Tensor, it: int, estimate: torch.Tensor
+) -> None:
+    if it in keep:
+        marks[it] = float(phase_psnr(torch.angle(estimate), truth).mean())
+
+
 @torch.no_grad()
 def calibrate_handover(
     system: CodedSystem,
@@ -131,12 +139,14 @@ def calibrate_handover(
                 "decoder_psnr_db": float(phase_psnr(torch.angle(x), phase_rad).mean()),
             }
             marks: dict[int, float] = {}
-
-            def record(it: int, estimate: torch.Tensor) -> None:
-                if it in iterations:
-                    marks[it] = float(phase_psnr(torch.angle(estimate), phase_rad).mean())
-
-            raar(op, y, x, decoder.constraint, iterations=max(iterations), callback=record)
+            raar(
+                op,
+                y,
+                x,
+                decoder.constraint,
+                iterations=max(iterations),
+                callback=partial(_record, marks, iterations, phase_rad),
+            )
             row["handover_psnr_db"] = {str(k): marks[k] for k in iterations}
             table.append(row)
     finally:
