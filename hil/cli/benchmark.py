@@ -66,10 +66,17 @@ def distillation(
     seeds: int = typer.Option(3, min=1, help="Student training seeds (KD and no-KD each)."),
     teacher_steps: int = typer.Option(None, min=1, help="Override the teacher's step budget."),
     student_steps: int = typer.Option(None, min=1, help="Override the students' step budget."),
-    test_images: int = typer.Option(16, min=2, help="Test objects per test set."),
+    regime_steps: int = typer.Option(
+        None, min=1, help="Steps of the cnn/binary/lowdata students (default: as product)."
+    ),
+    regimes: str = typer.Option("product,cnn,binary,lowdata", help="Comma-separated regimes (product required)."),
+    test_images: int = typer.Option(64, min=2, help="In-distribution test objects."),
+    unseen_images: int = typer.Option(16, min=2, help="Test objects per unseen kind."),
     max_iterations: int = typer.Option(2000, min=50, help="Largest classical RAAR iteration count."),
-    jobs: int = typer.Option(2, min=1, help="Training runs in parallel (one CPU thread each)."),
-    ablations: str = typer.Option("cpm_gram,cpm_none,unet_nokd", help="Comma-separated ablation runs."),
+    jobs: int = typer.Option(1, min=1, help="Training runs in parallel (one CPU thread each)."),
+    ablations: str = typer.Option(
+        "cpm_gram,cpm_none,feature_none,unet_backprojection", help="Comma-separated ablation runs."
+    ),
 ) -> None:
     """Teacher, students with/without a teacher over seeds, ablations and classical RAAR on the same
     test images and noise draws; writes JSON, a Markdown table and the mask-gradient-norm plot."""
@@ -85,7 +92,10 @@ def distillation(
         seeds=tuple(range(seeds)),
         teacher_steps=teacher_steps,
         student_steps=student_steps,
+        regime_steps=regime_steps,
+        regimes=tuple(r for r in regimes.split(",") if r),
         test_images=test_images,
+        unseen_images_per_kind=unseen_images,
         classical_iterations=tuple(sorted({c for c in (20, 50, 200, max_iterations) if c <= max_iterations})),
         jobs=jobs,
         ablations=tuple(a for a in ablations.split(",") if a),
