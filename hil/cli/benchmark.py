@@ -97,6 +97,7 @@ def distillation(
         test_images=test_images,
         unseen_images_per_kind=unseen_images,
         classical_iterations=tuple(sorted({c for c in (20, 50, 200, max_iterations) if c <= max_iterations})),
+        classical_l_iterations=tuple(c for c in (20, 50, 200) if c <= max_iterations),
         jobs=jobs,
         ablations=tuple(a for a in ablations.split(",") if a),
     )

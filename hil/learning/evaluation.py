@@ -23,7 +23,7 @@ from hil.physics.simulate import measure
 from hil.physics.slm import SLMModel, SLMSpec
 from hil.solvers.alternating import raar
 
-HANDOVER_PHOTONS = (5.0, 15.0, 50.0, 150.0, 500.0, 1500.0, 5000.0, None)  # calibration grid (None: noiseless)
+HANDOVER_PHOTONS = (5.0, 50.0, 150.0, 500.0, 1500.0, None)  # calibration grid (None: noiseless)
 
 
 def reference_mask(geometry: CDPGeometry, slm: SLMSpec, seed: int = 0) -> torch.Tensor:

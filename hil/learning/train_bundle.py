@@ -14,6 +14,7 @@ from hil.learning.train_config import TrainConfig
 from hil.learning.training import TrainResult, train
 
 TEST_SNRS_DB = (10.0, 20.0, 30.0)
+HANDOVER_IMAGES = 8  # validation objects for the handover calibration
 
 
 def train_to_bundle(
@@ -41,7 +42,7 @@ def train_to_bundle(
     system = result.model.system.cpu()
     handover: dict = {}
     if cfg.handover_iterations:
-        val, _ = batch(cfg.data_spec(system_cfg), "val", cfg.val_images, cfg.seed)
+        val, _ = batch(cfg.data_spec(system_cfg), "val", min(cfg.val_images, HANDOVER_IMAGES), cfg.seed)
         photons, iterations, table = calibrate_handover(
             system, val, system_cfg.camera, cfg.noise.budget, cfg.handover_iterations, cfg.seed
         )
