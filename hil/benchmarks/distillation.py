@@ -63,6 +63,7 @@ class DistillationBenchmark:
     snrs_db: tuple[float | None, ...] = (10.0, 20.0, 30.0, None)
     classical_iterations: tuple[int, ...] = (20, 50, 200, 2000)
     classical_l_iterations: tuple[int, ...] = (20, 50, 200)
+    classical_l_budgets: tuple[str, ...] = ("equal_total", "per_snapshot")
     cnn_decoder: DecoderConfig = DecoderConfig(kind="unet", channels=16, warm_iterations=20)
     binary_bitdepth: int = 1
     lowdata_fraction: float = 0.1
@@ -246,11 +247,9 @@ def classical_rows(cfg: DistillationBenchmark, sets: list[EvalSet], geometry, sl
             ssim = float(phase_ssim(phase_hat, ts.phase_rad).mean())
             rows.append(_row("backprojection", ts.name, snr, photons, "equal_total", psnr, ssim, masks=1,
                              kinds=_kind_means(psnr, ts)))  # fmt: skip
-            for method, op, budget, checkpoints in (
-                ("classical_1", ref_op, "equal_total", cfg.classical_iterations),
-                ("classical_L", l_op, "equal_total", cfg.classical_l_iterations),
-                ("classical_L", l_op, "per_snapshot", cfg.classical_l_iterations),
-            ):
+            runs = [("classical_1", ref_op, "equal_total", cfg.classical_iterations)]
+            runs += [("classical_L", l_op, b, cfg.classical_l_iterations) for b in cfg.classical_l_budgets]
+            for method, op, budget, checkpoints in runs:
                 per_frame = _frame_photons(photons, op.n_masks, budget)
                 y = noisy_cdps(op, ts.phase_rad, camera, per_frame, cfg.noise_seed)
                 marks = solve_at_checkpoints("raar", op, y, checkpoints, constraint, seed=cfg.noise_seed)

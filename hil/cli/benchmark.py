@@ -73,6 +73,8 @@ def distillation(
     test_images: int = typer.Option(64, min=2, help="In-distribution test objects."),
     unseen_images: int = typer.Option(16, min=2, help="Test objects per unseen kind."),
     max_iterations: int = typer.Option(2000, min=50, help="Largest classical RAAR iteration count."),
+    max_l_iterations: int = typer.Option(200, min=20, help="Largest RAAR iteration count on the teacher's L masks."),
+    l_budgets: str = typer.Option("equal_total,per_snapshot", help="Photon budgets of the classical L-mask rows."),
     jobs: int = typer.Option(1, min=1, help="Training runs in parallel (one CPU thread each)."),
     ablations: str = typer.Option(
         "cpm_gram,cpm_none,feature_none,unet_backprojection", help="Comma-separated ablation runs."
@@ -97,7 +99,8 @@ def distillation(
         test_images=test_images,
         unseen_images_per_kind=unseen_images,
         classical_iterations=tuple(sorted({c for c in (20, 50, 200, max_iterations) if c <= max_iterations})),
-        classical_l_iterations=tuple(c for c in (20, 50, 200) if c <= max_iterations),
+        classical_l_iterations=tuple(c for c in (20, 50, 200) if c <= max_l_iterations),
+        classical_l_budgets=tuple(b for b in l_budgets.split(",") if b),
         jobs=jobs,
         ablations=tuple(a for a in ablations.split(",") if a),
     )
