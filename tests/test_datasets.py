@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hil.data.datasets import DataSpec, PhaseObjectDataset, batch
+from hil.data.datasets import DataSpec, PhaseObjectDataset, batch, distinct_images
 from hil.data.objects import SYNTHETIC_KINDS
 
 
@@ -56,3 +56,36 @@ def test_bad_sources_name_the_problem(tmp_path):
         PhaseObjectDataset(DataSpec(sources=("mnist",)), "train", 1)
     with pytest.raises(ValueError, match="split must be one of"):
         PhaseObjectDataset(DataSpec(), "training", 1)
+
+
+def test_an_empty_split_is_an_error_not_a_fallback(tmp_path):
+    # 2 maps: indices 0 and 1 hash to train and test, so the validation split is empty
+    np.savez(tmp_path / "two.npz", stack=np.random.default_rng(0).random((2, 20, 20)))
+    spec = DataSpec(sources=(f"npz:{tmp_path / 'two.npz'}",), n=16)
+    assert len(PhaseObjectDataset(spec, "test", 1)._indices[spec.sources[0]]) == 1
+    with pytest.raises(ValueError, match="has no image in split 'val'"):
+        PhaseObjectDataset(spec, "val", 1)
+
+
+def test_test_items_come_from_test_images_only():
+    # LFW faces (25 x 25) are resized whole, so a test item equals the resized stored image it came from
+    spec = DataSpec(sources=("lfw",), n=32, augment=False)
+    test, _ = batch(spec, "test", 8)
+    train = PhaseObjectDataset(spec, "train", 1)
+    stored_train, _ = batch(spec, "train", 64)
+    assert not set(train._indices["lfw"]) & set(PhaseObjectDataset(spec, "test", 1)._indices["lfw"])
+    distance = (test[:, None] - stored_train[None]).abs().amax(dim=(-2, -1))
+    assert float(distance.min()) > 0.05  # no test face is a training face
+    assert len({tuple(t.flatten()[:50].tolist()) for t in test}) == 8  # the test split walks distinct images
+
+
+def test_distinct_images_counts_stored_images_per_source():
+    spec = DataSpec(sources=("skimage", "lfw", "cells"), n=16)
+    counts = distinct_images(spec, "test", 64)
+    assert counts["cells"] == 21 and counts["lfw"] == 21  # 64 items round-robin over 3 sources
+    assert counts["skimage"] == len(PhaseObjectDataset(spec, "test", 1)._indices["skimage"]) == 4
+
+
+def test_split_fractions_are_checked():
+    with pytest.raises(ValueError, match="split_fractions"):
+        DataSpec(split_fractions=(0.8, 0.3, 0.1))

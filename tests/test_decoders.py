@@ -36,7 +36,9 @@ def test_shapes_range_and_taps(kind):
     assert out.x.shape == (3, N, N) and out.x.is_complex()
     assert torch.allclose(out.x.abs(), torch.ones(3, N, N), atol=1e-5)
     assert float(torch.sin(out.phase_rad.detach()).min()) >= -1e-5  # phase in the [0, π] range
-    expected = ["stage0", "stage1", "stage2"] if kind == "unrolled" else ["unet.enc0", "unet.enc1", "unet.mid"]
+    expected = (
+        ["stage0", "stage1", "stage2", "est"] if kind == "unrolled" else ["unet.enc0", "unet.enc1", "unet.mid", "est"]
+    )
     assert list(out.features) == expected
     assert out.features[expected[0]].shape == (3, 8, N, N)
 
@@ -83,9 +85,14 @@ def test_noiseless_and_budget_helpers():
     assert float(photons_per_frame(p, 4, "per_snapshot")) == 40.0
 
 
-def test_feature_pairs_match_relative_depth():
-    assert feature_pairs(["s0", "s1"], ["t0", "t1", "t2", "t3"]) == [("s0", "t1"), ("s1", "t3")]
-    assert feature_pairs(["s0", "s1", "s2"], ["t0", "t1", "t2"]) == [("s0", "t0"), ("s1", "t1"), ("s2", "t2")]
+def test_feature_pairs_match_stage_semantics():
+    # stage k after the same warm start pairs with stage k; the output estimate with the output estimate;
+    # taps without a counterpart (extra teacher stages, U-Net encoder levels) stay unpaired
+    student = ["stage0", "stage1", "est"]
+    teacher = ["stage0", "stage1", "stage2", "stage3", "est"]
+    assert feature_pairs(student, teacher) == [("stage0", "stage0"), ("stage1", "stage1"), ("est", "est")]
+    assert feature_pairs(["unet.enc0", "unet.mid", "est"], teacher) == [("est", "est")]
+    assert feature_pairs(["s0", "s1"], ["t0", "t1"]) == []  # unlike names never pair by position
 
 
 def test_twin_gives_same_intensities_and_antisymmetry_score():

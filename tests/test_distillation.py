@@ -11,10 +11,12 @@ from hil.learning.decoders import DecoderConfig
 from hil.learning.distillation import (
     FeatureAdapters,
     build_adapters,
+    choose_cpm_mode,
     cpm_loss,
     gram_loss,
     leave_one_out_importance,
     mask_overlap_loss,
+    mask_structure,
     reconstruction_loss,
 )
 from hil.physics.optics import CDPGeometry, phase_to_field
@@ -62,7 +64,7 @@ def test_feature_loss_zero_for_equal_features_and_adapts_widths():
     wide = {f"stage{k}": torch.randn(2, 12, N, N) for k in range(4)}
     adapters = build_adapters(f, wide)
     assert isinstance(adapters, FeatureAdapters)
-    assert adapters.pairs == [("stage0", "stage1"), ("stage1", "stage3")]
+    assert adapters.pairs == [("stage0", "stage0"), ("stage1", "stage1")]
     assert set(adapters.adapters) == {"stage0", "stage1"}
     loss = adapters(f, wide)
     loss.backward()
@@ -76,3 +78,24 @@ def test_leave_one_out_importance_per_mask():
     y = op.normalise_intensities(op.A(phase_to_field(phase)))
     drops = leave_one_out_importance(teacher, y, None, phase)
     assert drops.shape == (3,) and torch.isfinite(drops).all()
+
+
+def test_feature_loss_on_known_tensors():
+    # student stage0 = teacher stage0 + 0.5 everywhere, teacher all ones: relative error 0.25;
+    # est equal: 0; stage1 of the teacher has no student counterpart and is ignored
+    teacher = {"stage0": torch.ones(1, 3, N, N), "stage1": torch.randn(1, 3, N, N), "est": torch.ones(1, 2, N, N)}
+    student = {"stage0": torch.full((1, 3, N, N), 1.5), "est": torch.ones(1, 2, N, N)}
+    adapters = build_adapters(student, teacher)
+    assert adapters.pairs == [("stage0", "stage0"), ("est", "est")] and len(adapters.adapters) == 0
+    assert float(adapters(student, teacher)) == pytest.approx((0.25 + 0.0) / 2)
+
+
+def test_cpm_mode_follows_what_the_teacher_masks_carry():
+    random = _masks(4)
+    assert mask_structure(random) == pytest.approx(1.0, abs=0.6)  # i.i.d. masks: about one unit
+    ramp = phase_to_field(torch.linspace(0, 2, N).view(1, 1, N).expand(4, N, N))
+    assert mask_structure(ramp) > 100
+    assert choose_cpm_mode(ramp, torch.zeros(4))[0] == "gram"
+    assert choose_cpm_mode(random, torch.tensor([0.1, 2.0, 0.2, 0.1]))[0] == "informative"
+    mode, stats = choose_cpm_mode(random, torch.tensor([0.1, 0.2, 0.2, 0.1]))
+    assert mode == "none" and stats["importance_spread_db"] == pytest.approx(0.0)

@@ -28,7 +28,8 @@ def test_shipped_bundle_reaches_its_recorded_psnr():
     bundle = load_bundle(BUNDLE, expect_system=system)
     cfg = bundle.train_config
     recorded = bundle.manifest["metrics"]["snr_20db"]
-    phase, _ = batch(cfg.data_spec(system), "test", bundle.manifest["test_images"], cfg.seed)
+    # the test objects the bundle recorded its metrics on (its own data split, stored with it)
+    phase, _ = batch(cfg.data_spec(bundle.system_config), "test", bundle.manifest["test_images"], cfg.seed)
     photons = recorded["photons_per_pixel"]
     scores = evaluate_system(bundle.system, phase, system.camera, photons, cfg.noise.budget, cfg.seed)
     assert scores["psnr_db"] == pytest.approx(recorded["psnr_db"], abs=0.3)

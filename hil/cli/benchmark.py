@@ -67,10 +67,19 @@ def distillation(
     seed_count: int = typer.Option(3, "--seed-count", min=1, help="Student training seeds 0..N-1 (KD and no-KD each)."),
     teacher_steps: int = typer.Option(None, min=1, help="Override the teacher's step budget."),
     student_steps: int = typer.Option(None, min=1, help="Override the students' step budget."),
-    test_images: int = typer.Option(16, min=2, help="Test objects per test set."),
+    regime_steps: int = typer.Option(
+        None, min=1, help="Steps of the cnn/binary/lowdata students (default: as product)."
+    ),
+    regimes: str = typer.Option("product,cnn,binary,lowdata", help="Comma-separated regimes (product required)."),
+    test_images: int = typer.Option(64, min=2, help="In-distribution test objects."),
+    unseen_images: int = typer.Option(16, min=2, help="Test objects per unseen kind."),
     max_iterations: int = typer.Option(2000, min=50, help="Largest classical RAAR iteration count."),
-    jobs: int = typer.Option(2, min=1, help="Training runs in parallel (one CPU thread each)."),
-    ablations: str = typer.Option("cpm_gram,cpm_none,unet_nokd", help="Comma-separated ablation runs."),
+    max_l_iterations: int = typer.Option(200, min=20, help="Largest RAAR iteration count on the teacher's L masks."),
+    l_budgets: str = typer.Option("equal_total,per_snapshot", help="Photon budgets of the classical L-mask rows."),
+    jobs: int = typer.Option(1, min=1, help="Training runs in parallel (one CPU thread each)."),
+    ablations: str = typer.Option(
+        "cpm_gram,cpm_none,feature_none,unet_backprojection", help="Comma-separated ablation runs."
+    ),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Teacher, students with/without a teacher over seeds, ablations and classical RAAR on the same
@@ -90,8 +99,13 @@ def distillation(
         seeds=tuple(range(seed_count)),
         teacher_steps=teacher_steps,
         student_steps=student_steps,
+        regime_steps=regime_steps,
+        regimes=tuple(r for r in regimes.split(",") if r),
         test_images=test_images,
+        unseen_images_per_kind=unseen_images,
         classical_iterations=tuple(sorted({c for c in (20, 50, 200, max_iterations) if c <= max_iterations})),
+        classical_l_iterations=tuple(c for c in (20, 50, 200) if c <= max_l_iterations),
+        classical_l_budgets=tuple(b for b in l_budgets.split(",") if b),
         jobs=jobs,
         ablations=tuple(a for a in ablations.split(",") if a),
     )

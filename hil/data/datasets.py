@@ -11,9 +11,12 @@ Source names (``DataSpec.sources``):
 * ``npz:PATH[:KEY]`` and ``h5:PATH:DATASET``: stacks of maps ``(K, height, width)``.
 
 Nothing is downloaded. Splits are deterministic: finite sources assign each stored image to
-train/val/test by a hash of its index (fractions 80/10/10; Fashion-MNIST keeps its own test
-file), synthetic sources draw from disjoint seed streams per split. Item ``i`` of a split is a
-pure function of ``(seed, split, i)``.
+train/val/test by a hash of its index (fractions 70/10/20; Fashion-MNIST keeps its own test
+file), synthetic sources draw from disjoint seed streams per split. A finite source with no
+image in the requested split is an error (never a fallback that would leak training images
+into the test set). Item ``i`` of a split is a pure function of ``(seed, split, i)``; the test
+split walks through its stored images in order (a test set of ``K`` items per source shows
+``min(K, images)`` distinct images), the other splits draw them at random.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class DataSpec:
         phi_max_rad: phase range [0, phi_max_rad] of the objects.
         amplitude_contrast: 0 for phase-only objects; c > 0 gives amplitude in [1 - c, 1].
         augment: random flips and 90° rotations on the train split.
+        split_fractions: train/val/test shares of every finite source's stored images.
+        train_subset: fraction of each finite source's training images kept (the first ones; 1: all).
     """
 
     sources: tuple[str, ...] = ("skimage", "cells", "phase_screen")
@@ -59,7 +64,8 @@ class DataSpec:
     phi_max_rad: float = math.pi
     amplitude_contrast: float = 0.0
     augment: bool = True
-    split_fractions: tuple[float, float, float] = field(default=(0.8, 0.1, 0.1))
+    split_fractions: tuple[float, float, float] = field(default=(0.7, 0.1, 0.2))
+    train_subset: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -70,6 +76,10 @@ class DataSpec:
             raise ValueError(f"DataSpec.phi_max_rad must be > 0, got {self.phi_max_rad}")
         if not 0 <= self.amplitude_contrast < 1:
             raise ValueError(f"DataSpec.amplitude_contrast must be in [0, 1), got {self.amplitude_contrast}")
+        if min(self.split_fractions) < 0 or not math.isclose(sum(self.split_fractions), 1.0):
+            raise ValueError(f"DataSpec.split_fractions must be >= 0 and sum to 1, got {self.split_fractions}")
+        if not 0 < self.train_subset <= 1:
+            raise ValueError(f"DataSpec.train_subset must be in (0, 1], got {self.train_subset}")
 
 
 def _split_of(index: int, fractions: tuple[float, float, float]) -> str:
@@ -77,6 +87,25 @@ def _split_of(index: int, fractions: tuple[float, float, float]) -> str:
     if u < fractions[0]:
         return "train"
     return "val" if u < fractions[0] + fractions[1] else "test"
+
+
+def split_indices(count: int, split: str, fractions: tuple[float, float, float], source: str) -> np.ndarray:
+    """Indices of a finite source's ``count`` stored images that belong to ``split``; an empty split raises."""
+    idx = np.array([i for i in range(count) if _split_of(i, fractions) == split], dtype=np.int64)
+    if idx.size == 0:
+        raise ValueError(
+            f"data source {source!r} has no image in split {split!r} ({count} images, fractions {fractions}): "
+            "add images or change DataSpec.split_fractions"
+        )
+    return idx
+
+
+def distinct_images(spec: DataSpec, split: str, count: int) -> dict[str, int]:
+    """How many distinct stored images the first ``count`` items of ``split`` come from, per finite source
+    (synthetic sources: one new object per item)."""
+    per_source = {s: len(range(k, count, len(spec.sources))) for k, s in enumerate(spec.sources)}
+    ds = PhaseObjectDataset(spec, split, count)
+    return {s: min(m, len(ds._indices[s])) if s in ds._indices else m for s, m in per_source.items()}
 
 
 def _to_unit(image: np.ndarray) -> np.ndarray:
@@ -181,15 +210,15 @@ class PhaseObjectDataset(Dataset):
             if source in SYNTHETIC_KINDS or source == "fashion_mnist":
                 continue
             stack = _load_stack(source)
-            idx = np.array([i for i in range(len(stack)) if _split_of(i, spec.split_fractions) == split])
-            if idx.size == 0:  # tiny sources: fall back to every image rather than an empty split
-                idx = np.arange(len(stack))
+            idx = split_indices(len(stack), split, spec.split_fractions, source)
+            if split == "train":
+                idx = idx[: max(1, math.ceil(spec.train_subset * idx.size))]
             self._indices[source] = idx
 
     def __len__(self) -> int:
         return self.size
 
-    def _unit_map(self, source: str, rng: np.random.Generator) -> np.ndarray:
+    def _unit_map(self, source: str, rng: np.random.Generator, i: int) -> np.ndarray:
         n = self.spec.n
         if source in SYNTHETIC_KINDS:
             return SYNTHETIC_KINDS[source](n, rng)
@@ -205,7 +234,12 @@ class PhaseObjectDataset(Dataset):
                 0, 1
             )
         stack = _load_stack(source)
-        return _crop_resize(stack[int(rng.choice(self._indices[source]))], n, rng)
+        indices = self._indices[source]
+        if self.split == "test":  # distinct images first: item i is the (i // sources)-th of the source
+            choice = indices[(i // len(self.spec.sources)) % len(indices)]
+        else:
+            choice = rng.choice(indices)
+        return _crop_resize(stack[int(choice)], n, rng)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= i < self.size:
@@ -213,10 +247,10 @@ class PhaseObjectDataset(Dataset):
         spec = self.spec
         rng = np.random.default_rng([self.seed, SPLITS.index(self.split), i])
         source = spec.sources[i % len(spec.sources)]
-        phase = self._unit_map(source, rng)
+        phase = self._unit_map(source, rng, i)
         amplitude = np.ones_like(phase)
         if spec.amplitude_contrast > 0:
-            amplitude = 1 - spec.amplitude_contrast * self._unit_map(source, rng)
+            amplitude = 1 - spec.amplitude_contrast * self._unit_map(source, rng, i)
         if spec.augment and self.split == "train":
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             phase, amplitude = (np.rot90(a, k) for a in (phase, amplitude))

@@ -8,11 +8,18 @@ gated data-consistency (error-reduction) steps whose weight is a learned functio
 level, so at high photon counts the output is pulled back onto the measured intensities even
 for objects unlike the training set.
 
-:class:`UNetDecoder` (ablation only): back-projection then a plain U-Net.
+:class:`UNetDecoder` (the ``cnn`` regime): back-projection then a plain U-Net, optionally beside
+a classical RAAR warm start (``warm_iterations``, not backpropagated).
 
-Both return a :class:`DecoderOutput` holding the object and named feature taps (``stage{k}``,
-the last hidden layer of stage ``k``'s CNN; ``unet.enc{k}`` for the U-Net) that the
-distillation losses compare.
+Both can hand over to classical RAAR at high photon counts (``handover_iterations`` RAAR
+iterations started from the decoder's output for frames with at least ``handover_photons``
+photons per pixel; off by default, set after training by
+:func:`hil.learning.evaluation.calibrate_handover`).
+
+Both return a :class:`DecoderOutput` holding the object and named feature taps that the
+distillation losses compare by name (:func:`feature_pairs`): ``stage{k}`` (the last hidden layer
+of learned stage ``k``, counted from the same classical warm start), ``est`` (the output phase as
+``[cos φ, sin φ]``, whatever the decoder) and ``unet.*`` (U-Net only).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import torch
 from torch import nn
 
 from hil.physics.optics import CDPOperator
+from hil.solvers.alternating import raar
 from hil.solvers.constraints import ObjectConstraint
 
 DecoderKind = Literal["unrolled", "unet"]
@@ -66,8 +74,12 @@ class DecoderConfig:
         hidden_layers: channels x channels 3x3 convolutions per stage CNN (U-Net: ignored).
         refine_steps: final gated data-consistency steps (unrolled only).
         warm_iterations: plain RAAR iterations (beta 0.9, range projection, no CNN) before the learned
-            stages: a cheap classical warm start (unrolled only), not backpropagated through.
+            stages: a cheap classical warm start, not backpropagated through (U-Net: its estimate is
+            an extra input and the U-Net predicts a bounded correction of it; 0 = today's U-Net).
         start_seed: seed of the fixed random start phase, as classical RAAR uses.
+        handover_photons, handover_iterations: frames with at least ``handover_photons`` photons per
+            pixel (noiseless included) get ``handover_iterations`` classical RAAR iterations started
+            from the decoder's output (0 iterations: never; not used in training).
     """
 
     kind: DecoderKind = "unrolled"
@@ -77,10 +89,14 @@ class DecoderConfig:
     refine_steps: int = 3
     warm_iterations: int = 0
     start_seed: int = 0
+    handover_photons: float = 0.0
+    handover_iterations: int = 0
 
     def __post_init__(self) -> None:
         if self.stages < 1 or self.channels < 1 or min(self.hidden_layers, self.refine_steps, self.warm_iterations) < 0:
             raise ValueError(f"DecoderConfig needs stages, channels >= 1 and layers, refine_steps >= 0: {self}")
+        if self.handover_photons < 0 or self.handover_iterations < 0:
+            raise ValueError(f"DecoderConfig handover_photons and handover_iterations must be >= 0: {self}")
 
 
 @dataclass
@@ -102,6 +118,48 @@ def photon_level(photons_per_pixel: torch.Tensor | float | None, batch: int, dev
     else:
         p = torch.as_tensor(photons_per_pixel, dtype=torch.float32, device=device).expand(batch)
     return torch.log10(p.clamp_min(1e-3)).clamp_max(LOG_PHOTONS_CAP) - LOG_PHOTONS_REF
+
+
+def start_field(start_phase: torch.Tensor, batch: int) -> torch.Tensor:
+    """The fixed unit-modulus start ``(B, n, n)`` from a start phase ``(n, n)``."""
+    return torch.polar(torch.ones_like(start_phase), start_phase).expand(batch, -1, -1)
+
+
+def warm_start(op: CDPOperator, sqrt_y: torch.Tensor, x0: torch.Tensor, project, iterations: int) -> torch.Tensor:
+    """``iterations`` plain RAAR steps (beta ``WARM_BETA``, soft modulus projection) from ``x0``;
+    returns the detector iterate ``z`` (B, L, Hd, Wd), detached when ``iterations`` > 0."""
+    z = op.A_linear(x0)
+    for _ in range(iterations):
+        pm = op.modulus_projection(z, sqrt_y, SOFT_EPS)
+        z = WARM_BETA * z + (1 - 2 * WARM_BETA) * pm + WARM_BETA * op.A_linear(project(op.pseudo_inverse(2 * pm - z)))
+    return z.detach() if iterations else z  # truncated backpropagation: gradients through many RAAR steps explode
+
+
+def hand_over(
+    cfg: DecoderConfig,
+    constraint: ObjectConstraint,
+    op: CDPOperator,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    level: torch.Tensor,
+) -> torch.Tensor:
+    """Frames at or above ``cfg.handover_photons`` continue with classical RAAR from the decoder's ``x``."""
+    if not cfg.handover_iterations:
+        return x
+    threshold = photon_level(cfg.handover_photons, 1, level.device)
+    chosen = level >= threshold
+    if not bool(chosen.any()):
+        return x
+    refined = raar(op, y[chosen], x[chosen].detach(), constraint, iterations=cfg.handover_iterations)
+    x = x.clone()
+    x[chosen] = refined.to(x.dtype)
+    return x
+
+
+def estimate_tap(x: torch.Tensor) -> torch.Tensor:
+    """The ``est`` feature tap: ``[cos φ, sin φ]`` of objects ``x`` (B, n, n) -> (B, 2, n, n)."""
+    phase = safe_angle(x)
+    return torch.stack((torch.cos(phase), torch.sin(phase)), dim=1)
 
 
 class ProxCNN(nn.Module):
@@ -176,17 +234,8 @@ class UnrolledDecoder(nn.Module):
         batch = y.shape[0]
         level = photon_level(photons_per_pixel, batch, y.device)
         sqrt_y = torch.sqrt(y.clamp_min(0)).to(op.masks.dtype)
-        x0 = torch.polar(torch.ones_like(self.start_phase), self.start_phase).expand(batch, -1, -1)
-        z = op.A_linear(x0)
-        for _ in range(self.cfg.warm_iterations):
-            pm = op.modulus_projection(z, sqrt_y, SOFT_EPS)
-            z = (
-                WARM_BETA * z
-                + (1 - 2 * WARM_BETA) * pm
-                + WARM_BETA * op.A_linear(self._project(op.pseudo_inverse(2 * pm - z)))
-            )
-        if self.cfg.warm_iterations:
-            z = z.detach()  # truncated backpropagation: gradients through many RAAR steps explode
+        x0 = start_field(self.start_phase, batch)
+        z = warm_start(op, sqrt_y, x0, self._project, self.cfg.warm_iterations)
         features = {}
         for k in range(self.cfg.stages):
             beta = torch.sigmoid(self.beta_logit[k])
@@ -201,11 +250,14 @@ class UnrolledDecoder(nn.Module):
             step = safe_angle(fitted * x.conj())
             magnitude = x.abs() + w * (fitted.abs() - x.abs())
             x = self._project(torch.polar(magnitude, safe_angle(x) + w * step))
-        return DecoderOutput(x=x, features=features)
+        features["est"] = estimate_tap(x)
+        return DecoderOutput(x=hand_over(self.cfg, self.constraint, op, y, x, level), features=features)
 
 
 class UNetDecoder(nn.Module):
-    """Ablation: back-projection ``[Re, Im, |.|, level]`` -> two-level U-Net -> phase in the range."""
+    """The ``cnn`` regime: back-projection ``[Re, Im, |.|, level]`` (plus, with ``warm_iterations``, the
+    warm start's ``[cos φ, sin φ]``) -> two-level U-Net -> phase in the range (a bounded correction
+    of the warm start's phase when there is one)."""
 
     def __init__(self, n: int, cfg: DecoderConfig, constraint: ObjectConstraint | None = None) -> None:
         super().__init__()
@@ -220,11 +272,21 @@ class UNetDecoder(nn.Module):
                 nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU()
             )
 
-        self.enc0, self.enc1, self.mid = block(4, c), block(c, 2 * c), block(2 * c, 4 * c)
+        self.enc0 = block(6 if cfg.warm_iterations else 4, c)
+        self.enc1, self.mid = block(c, 2 * c), block(2 * c, 4 * c)
         self.up1, self.dec1 = nn.ConvTranspose2d(4 * c, 2 * c, 2, stride=2), block(4 * c, 2 * c)
         self.up0, self.dec0 = nn.ConvTranspose2d(2 * c, c, 2, stride=2), block(2 * c, c)
         self.head = nn.Conv2d(c, 1, 1)
         self.pool = nn.MaxPool2d(2)
+        if cfg.warm_iterations:  # start as the warm start itself: the correction begins at zero
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+            lo, hi = self.constraint.phase_range_rad or (0.0, 2 * math.pi)
+            start = torch.rand((n, n), generator=torch.Generator().manual_seed(cfg.start_seed)) * (hi - lo) + lo
+            self.register_buffer("start_phase", start)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.polar(torch.ones_like(x.real), self.constraint.clip_phase(safe_angle(x)))
 
     def forward(
         self, op: CDPOperator, y: torch.Tensor, photons_per_pixel: torch.Tensor | float | None = None
@@ -233,16 +295,30 @@ class UNetDecoder(nn.Module):
         b = op.backproject(y)
         scale = b.abs().mean(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
         b = b / scale
-        inp = torch.stack((b.real, b.imag, b.abs(), level.view(-1, 1, 1).expand_as(b.real)), dim=1).float()
+        channels = [b.real, b.imag, b.abs(), level.view(-1, 1, 1).expand_as(b.real)]
+        if self.cfg.warm_iterations:
+            sqrt_y = torch.sqrt(y.clamp_min(0)).to(op.masks.dtype)
+            z = warm_start(
+                op, sqrt_y, start_field(self.start_phase, y.shape[0]), self._project, self.cfg.warm_iterations
+            )
+            warm_phase = self.constraint.clip_phase(
+                torch.angle(op.pseudo_inverse(op.modulus_projection(z, sqrt_y, SOFT_EPS)))
+            )
+            channels += [torch.cos(warm_phase), torch.sin(warm_phase)]
+        inp = torch.stack(channels, dim=1).float()
         e0 = self.enc0(inp)
         e1 = self.enc1(self.pool(e0))
         m = self.mid(self.pool(e1))
         d1 = self.dec1(torch.cat((self.up1(m), e1), dim=1))
         d0 = self.dec0(torch.cat((self.up0(d1), e0), dim=1))
         lo, hi = self.constraint.phase_range_rad or (0.0, 2 * math.pi)
-        phase = lo + (hi - lo) * torch.sigmoid(self.head(d0)[:, 0])
+        if self.cfg.warm_iterations:
+            phase = self.constraint.clip_phase(warm_phase + MAX_STEP_RAD * torch.tanh(self.head(d0)[:, 0]))
+        else:
+            phase = lo + (hi - lo) * torch.sigmoid(self.head(d0)[:, 0])
         x = torch.polar(torch.ones_like(phase), phase).to(op.masks.dtype)
-        return DecoderOutput(x=x, features={"unet.enc0": e0, "unet.enc1": e1, "unet.mid": m})
+        features = {"unet.enc0": e0, "unet.enc1": e1, "unet.mid": m, "est": estimate_tap(x)}
+        return DecoderOutput(x=hand_over(self.cfg, self.constraint, op, y, x, level), features=features)
 
 
 def build_decoder(n: int, cfg: DecoderConfig, constraint: ObjectConstraint | None = None) -> nn.Module:
@@ -255,8 +331,6 @@ def parameter_count(module: nn.Module) -> int:
 
 
 def feature_pairs(student: list[str], teacher: list[str]) -> list[tuple[str, str]]:
-    """Match each student tap to the teacher tap at the same relative depth (last to last)."""
-    if not student or not teacher:
-        return []
-    ns, nt = len(student), len(teacher)
-    return [(s, teacher[round((i + 1) * nt / ns) - 1]) for i, s in enumerate(student)]
+    """Pair taps that mean the same thing: equal names (``stage{k}``: the k-th learned stage after the
+    same classical warm start; ``est``: the output estimate), in the student's order."""
+    return [(name, name) for name in student if name in teacher]

@@ -12,6 +12,13 @@ CPM comparison of one student mask with L teacher masks (``cpm_mode``):
   It transfers how rough/smooth the teacher made its masks (which sets how widely a CDP spreads
   the object's spectrum) without asking the student to copy any one mask.
 * ``none``: no CPM term.
+* ``auto``: chosen from what the teacher's masks carry (:func:`choose_cpm_mode`): ``gram`` when
+  their autocorrelation departs from an i.i.d. random mask's, else ``informative`` when one mask
+  matters more than the others, else ``none``.
+
+Feature taps are paired by name (:func:`hil.learning.decoders.feature_pairs`): stage ``k`` of the
+student with stage ``k`` of the teacher (both counted from the same classical warm start) and the
+output estimates ``est`` with each other.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ from torch import nn
 from hil.common.metrics import phase_error, phase_psnr
 from hil.learning.decoders import feature_pairs
 
-CPMMode = Literal["informative", "gram", "none"]
+CPMMode = Literal["informative", "gram", "none", "auto"]
 GRAM_LAG_PX = 2
+STRUCTURE_MIN = 4.0  # autocorrelation power (units of a random mask's) above which masks carry structure
+IMPORTANCE_SPREAD_MIN_DB = 0.5  # PSNR-drop lead of the most important mask for a pointwise target
 RECON_FLOOR = 1e-10  # 100 dB
 
 
@@ -93,6 +102,28 @@ def gram_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (mask_autocorrelation(student).mean(dim=0) - target).abs().square().mean() * pixels
 
 
+def mask_structure(masks: torch.Tensor) -> float:
+    """Mean power of the masks' autocorrelation at nonzero lags ``|d| <= GRAM_LAG_PX`` in units of an
+    i.i.d. random mask's (about 1 for random masks, >> 1 for smooth or periodic ones)."""
+    corr = mask_autocorrelation(masks)
+    centre = GRAM_LAG_PX
+    off = torch.ones(corr.shape[-2:], dtype=torch.bool)
+    off[centre, centre] = False
+    pixels = (masks.shape[-2] - 2 * GRAM_LAG_PX) * (masks.shape[-1] - 2 * GRAM_LAG_PX)
+    return float(corr[..., off].abs().square().mean() * pixels)
+
+
+def choose_cpm_mode(teacher_masks: torch.Tensor, importance_db: torch.Tensor) -> tuple[CPMMode, dict[str, float]]:
+    """The CPM mode the teacher's realised masks ``(L, H, W)`` support, with the statistics behind it."""
+    structure = mask_structure(teacher_masks)
+    ranked = torch.sort(importance_db, descending=True).values
+    spread = float(ranked[0] - ranked[1]) if ranked.numel() > 1 else 0.0
+    stats = {"mask_structure": structure, "importance_spread_db": spread}
+    if structure > STRUCTURE_MIN:
+        return "gram", stats
+    return ("informative" if spread > IMPORTANCE_SPREAD_MIN_DB else "none"), stats
+
+
 def cpm_loss(student: torch.Tensor, teacher: torch.Tensor, mode: CPMMode, teacher_index: int) -> torch.Tensor:
     """CPM loss between the student's realised mask ``(1, H, W)`` and the teacher's ``(L, H, W)``."""
     if mode == "informative":
@@ -124,7 +155,7 @@ class FeatureAdapters(nn.Module):
 
 
 def build_adapters(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> FeatureAdapters:
-    """Adapters for the taps two decoders produced on the same batch (matched by relative depth)."""
+    """Adapters for the taps two decoders produced on the same batch (paired by name)."""
     pairs = feature_pairs(list(student), list(teacher))
     return FeatureAdapters(
         pairs, {k: v.shape[1] for k, v in student.items()}, {k: v.shape[1] for k, v in teacher.items()}

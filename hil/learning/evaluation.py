@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from functools import partial
 
 import torch
 
@@ -20,6 +21,9 @@ from hil.physics.camera import CameraModel, CameraSpec, photons_for_snr_db
 from hil.physics.optics import CDPGeometry, CDPOperator, phase_to_field
 from hil.physics.simulate import measure
 from hil.physics.slm import SLMModel, SLMSpec
+from hil.solvers.alternating import raar
+
+HANDOVER_PHOTONS = (5.0, 50.0, 150.0, 500.0, 1500.0, None)  # calibration grid (None: noiseless)
 
 
 def reference_mask(geometry: CDPGeometry, slm: SLMSpec, seed: int = 0) -> torch.Tensor:
@@ -88,3 +92,80 @@ def twin_check(system: CodedSystem, phase_rad: torch.Tensor, camera: CameraSpec,
         "psnr_to_twin_db": float(to_twin.mean()),
         "psnr_to_truth_db": float(to_truth.mean()),
     }
+
+
+def _record(
+    marks: dict[int, float], keep: tuple[int, ...], truth: torch.Tensor, it: int, estimate: torch.Tensor
+) -> None:
+    if it in keep:
+        marks[it] = float(phase_psnr(torch.angle(estimate), truth).mean())
+
+
+@torch.no_grad()
+def calibrate_handover(
+    system: CodedSystem,
+    phase_rad: torch.Tensor,
+    camera: CameraSpec,
+    budget: Budget,
+    iterations: tuple[int, ...],
+    seed: int,
+    photon_levels: tuple[float | None, ...] = HANDOVER_PHOTONS,
+) -> tuple[float, int, list[dict]]:
+    """Measure where handing over to classical RAAR pays: ``(photons per frame, iterations, table)``.
+
+    For each photon level (single-snapshot budget; ascending, noiseless last) and each iteration
+    count, the mean PSNR of ``phase_rad`` decoded by ``system`` (handover off) and after that many
+    RAAR iterations started from its output. The threshold is the lowest level from which the
+    handover never loses at any higher level; the count is the one with the best summed PSNR
+    (the smaller on ties). ``(0.0, 0, table)`` when the handover never pays.
+    """
+    system.eval()
+    decoder = system.decoder
+    off = dataclasses.replace(decoder.cfg, handover_iterations=0)
+    kept, decoder.cfg = decoder.cfg, off
+    op = system.operator()
+    table = []
+    try:
+        for photons in photon_levels:
+            per_frame = (
+                None if photons is None else float(photons_per_frame(torch.tensor(photons), system.n_masks, budget))
+            )
+            y = noisy_cdps(op, phase_rad, camera, per_frame, seed)
+            level = None if per_frame is None else torch.full((y.shape[0],), per_frame)
+            x = system(op, y, level).x
+            row = {
+                "photons_per_pixel": photons,
+                "photons_per_frame": per_frame,
+                "decoder_psnr_db": float(phase_psnr(torch.angle(x), phase_rad).mean()),
+            }
+            marks: dict[int, float] = {}
+            raar(
+                op,
+                y,
+                x,
+                decoder.constraint,
+                iterations=max(iterations),
+                callback=partial(_record, marks, iterations, phase_rad),
+            )
+            row["handover_psnr_db"] = {str(k): marks[k] for k in iterations}
+            table.append(row)
+    finally:
+        decoder.cfg = kept
+    best = (sum(r["decoder_psnr_db"] for r in table), 0.0, 0)
+    for k in sorted(iterations):
+        gains = [r["handover_psnr_db"][str(k)] - r["decoder_psnr_db"] for r in table]
+        start = len(gains)
+        while start > 0 and gains[start - 1] >= 0:
+            start -= 1
+        if start == len(gains):
+            continue
+        total = sum(r["decoder_psnr_db"] for r in table[:start]) + sum(
+            r["handover_psnr_db"][str(k)] for r in table[start:]
+        )
+        threshold = table[start]["photons_per_frame"]
+        if total > best[0]:
+            best = (total, math.inf if threshold is None else threshold, k)
+    _, photons, k = best
+    if math.isinf(photons):  # only noiseless frames: any finite level above the grid
+        photons = 10 * max(r["photons_per_frame"] for r in table if r["photons_per_frame"] is not None)
+    return float(photons), int(k), table

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 from hil.data.datasets import batch
 from hil.learning.bundle import save_bundle
 from hil.learning.distributed import DistContext, setup
-from hil.learning.evaluation import evaluate_system, photons_for_snr, reference_mask
+from hil.learning.evaluation import calibrate_handover, evaluate_system, photons_for_snr, reference_mask
 from hil.learning.train_config import TrainConfig
 from hil.learning.training import TrainResult, train
 
 TEST_SNRS_DB = (10.0, 20.0, 30.0)
+HANDOVER_IMAGES = 8  # validation objects for the handover calibration
 
 
 def train_to_bundle(
@@ -38,6 +40,17 @@ def train_to_bundle(
     )
     system_cfg = cfg.system_config()
     system = result.model.system.cpu()
+    handover: dict = {}
+    if cfg.handover_iterations:
+        val, _ = batch(cfg.data_spec(system_cfg), "val", min(cfg.val_images, HANDOVER_IMAGES), cfg.seed)
+        photons, iterations, table = calibrate_handover(
+            system, val, system_cfg.camera, cfg.noise.budget, cfg.handover_iterations, cfg.seed
+        )
+        decoder_cfg = dataclasses.replace(cfg.decoder, handover_photons=photons, handover_iterations=iterations)
+        system.decoder.cfg = decoder_cfg
+        cfg = dataclasses.replace(cfg, decoder=decoder_cfg)
+        handover = {"photons_per_frame": photons, "iterations": iterations, "validation": table}
+        log(f"handover to RAAR: {iterations} iterations from {photons:.0f} photons/px per frame (0: none)")
     phase, _ = batch(cfg.data_spec(system_cfg), "test", test_images, cfg.seed)
     ref = system_cfg.geometry().operator(reference_mask(system_cfg.geometry(), system_cfg.slm))
     metrics = {}
@@ -61,6 +74,9 @@ def train_to_bundle(
             "best_val_psnr_db": result.best_val_psnr_db,
             "teacher_mask_importance_db": result.model.teacher_importance_db,
             "teacher_mask_index": None if teacher is None else result.model.teacher_index,
+            "cpm_mode": None if teacher is None else result.model.cpm_mode,
+            "teacher_mask_stats": result.model.teacher_mask_stats,
+            "handover": handover,
         },
     )
     return result, path

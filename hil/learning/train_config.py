@@ -51,6 +51,11 @@ class TrainConfig:
         device: ``cpu``, ``cuda`` (each torchrun process takes ``cuda:LOCAL_RANK``), ``cuda:1``...;
             threads: CPU threads per process (0 = torch's default).
         amp: bfloat16 autocast of the decoder's convolutions (CUDA only; FFTs stay float32).
+        slm_bitdepth: overrides the system's SLM bit depth (e.g. 1: a binary 0/π SLM; None: keep it).
+        train_subset: fraction of each finite source's training images used (the ``lowdata`` regime).
+        handover_iterations: candidate RAAR iteration counts for the high-photon handover, measured on
+            the validation split after training (:func:`hil.learning.evaluation.calibrate_handover`;
+            empty: no handover).
     """
 
     role: Role = "student"
@@ -75,6 +80,9 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 0
     amp: bool = False
+    slm_bitdepth: int | None = None
+    train_subset: float = 1.0
+    handover_iterations: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.amp and not self.device.startswith("cuda"):
@@ -92,6 +100,8 @@ class TrainConfig:
         if not path.is_absolute() and not path.exists():
             path = REPO_ROOT / path
         system = load_system(path)
+        if self.slm_bitdepth is not None:
+            system = dataclasses.replace(system, slm=dataclasses.replace(system.slm, bitdepth=self.slm_bitdepth))
         if self.n is None:
             return system
         return dataclasses.replace(
@@ -99,7 +109,7 @@ class TrainConfig:
         )
 
     def data_spec(self, system: SystemConfig) -> DataSpec:
-        return dataclasses.replace(system.data, sources=self.sources)
+        return dataclasses.replace(system.data, sources=self.sources, train_subset=self.train_subset)
 
 
 def load_train_config(path: str | Path, **overrides: object) -> TrainConfig:

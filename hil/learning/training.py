@@ -30,6 +30,7 @@ from hil.learning.distillation import (
     DistillConfig,
     FeatureAdapters,
     build_adapters,
+    choose_cpm_mode,
     cpm_loss,
     leave_one_out_importance,
     reconstruction_loss,
@@ -106,20 +107,26 @@ class TrainModel(nn.Module):
         self.adapters: FeatureAdapters | None = None
         self.teacher_index = 0
         self.teacher_importance_db: list[float] = []
+        self.cpm_mode = kd.cpm_mode  # 'auto' is resolved from the teacher's masks in attach_adapters
+        self.teacher_mask_stats: dict[str, float] = {}
         if teacher is not None:
             self.teacher = teacher.requires_grad_(False).eval()
         else:
             self.teacher = None
 
     def attach_adapters(self, probe: Batch) -> None:
-        """Build the feature adapters and pick the most informative teacher mask on ``probe``."""
+        """Build the feature adapters, pick the most informative teacher mask on ``probe`` and resolve
+        the ``auto`` CPM mode from the teacher's masks."""
         with torch.no_grad():
             _, out = _student_pass(self, probe)
-            _, t_y, t_photons, t_out = _teacher_pass(self, probe)
+            t_op, t_y, t_photons, t_out = _teacher_pass(self, probe)
             importance = leave_one_out_importance(self.teacher, t_y, t_photons, probe.phase_rad)
         self.adapters = build_adapters(out.features, t_out.features).to(probe.phase_rad.device)
         self.teacher_importance_db = [float(v) for v in importance]
         self.teacher_index = int(torch.argmax(importance))
+        chosen, self.teacher_mask_stats = choose_cpm_mode(t_op.masks.detach().cpu(), importance.cpu())
+        if self.kd.cpm_mode == "auto":
+            self.cpm_mode = chosen
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """:func:`loss_terms`; a forward pass, so DistributedDataParallel can wrap the model."""
@@ -159,7 +166,7 @@ def loss_terms(model: TrainModel, batch: Batch) -> dict[str, torch.Tensor]:
     if model.teacher is not None:
         with torch.no_grad():
             t_op, _, _, t_out = _teacher_pass(model, batch)
-        terms["cpm"] = cpm_loss(op.masks, t_op.masks, kd.cpm_mode, model.teacher_index)
+        terms["cpm"] = cpm_loss(op.masks, t_op.masks, model.cpm_mode, model.teacher_index)
         terms["feature"] = model.adapters(out.features, t_out.features)
         total = total + kd.cpm_weight * terms["cpm"] + kd.feature_weight * terms["feature"]
     terms["total"] = total

@@ -1,0 +1,115 @@
+"""Distillation benchmark pieces: every regime trains a few steps with and without a teacher; the
+teacher is evaluated at the budget it names; the photon-gated handover to RAAR."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from hil.benchmarks.distillation import (
+    REGIMES,
+    DistillationBenchmark,
+    EvalSet,
+    learned_rows,
+    regime_config,
+    regime_name,
+)
+from hil.learning.coded_system import CodedSystem
+from hil.learning.decoders import DecoderConfig, hand_over, photon_level
+from hil.learning.distillation import DistillConfig
+from hil.learning.evaluation import calibrate_handover, evaluate_system
+from hil.learning.train_config import TrainConfig
+from hil.learning.training import train
+from hil.physics.camera import CameraSpec
+from hil.physics.optics import CDPGeometry, phase_to_field
+from hil.solvers import ObjectConstraint
+from hil.solvers.alternating import raar
+
+TINY = dict(n=16, steps=3, batch_size=2, val_images=2, val_every=3, checkpoint_every=3, threads=1)
+N = 16
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    cfg = TrainConfig(
+        role="teacher", masks=2, decoder=DecoderConfig(stages=2, channels=4, refine_steps=1, warm_iterations=2), **TINY
+    )
+    return train(cfg, tmp_path_factory.mktemp("teacher"), progress=False).model.system
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_every_regime_trains_with_and_without_a_teacher(regime, teacher, tmp_path):
+    bench = DistillationBenchmark(
+        cnn_decoder=DecoderConfig(kind="unet", channels=4, warm_iterations=2), regime_steps=3, lowdata_fraction=0.1
+    )
+    base = TrainConfig(
+        decoder=DecoderConfig(stages=2, channels=4, refine_steps=1, warm_iterations=2),
+        distillation=DistillConfig(cpm_mode="auto", feature_weight=0.5),
+        **TINY,
+    )
+    cfg = regime_config(bench, base, regime)
+    for with_kd in (True, False):
+        result = train(
+            cfg, tmp_path / regime_name(regime, with_kd), progress=False, teacher=teacher if with_kd else None
+        )
+        assert result.steps == 3 and math.isfinite(result.best_val_psnr_db)
+        assert float(result.model.system.mask_rad.grad.norm()) > 0  # the mask is being trained
+        if with_kd:
+            assert result.model.cpm_mode in ("informative", "gram", "none")
+            assert ("est", "est") in result.model.adapters.pairs
+    system = result.model.system
+    if regime == "binary":  # 1-bit SLM: the realised mask takes two phases, π apart
+        phases = torch.angle(system.operator().masks.detach()).flatten()
+        levels = torch.unique(torch.round(torch.remainder(phases, 2 * math.pi), decimals=4))
+        assert len(levels) == 2 and float(levels[1] - levels[0]) == pytest.approx(math.pi, abs=1e-3)
+    if regime == "cnn":
+        assert type(system.decoder).__name__ == "UNetDecoder" and system.decoder.cfg.warm_iterations == 2
+    if regime == "lowdata":
+        assert cfg.data_spec(cfg.system_config()).train_subset == 0.1
+
+
+def test_teacher_rows_use_the_budget_they_name():
+    geometry = CDPGeometry(N)
+    system = CodedSystem(geometry, 4, DecoderConfig(stages=1, channels=4, refine_steps=1), seed=0).eval()
+    phase = torch.rand((3, N, N), generator=torch.Generator().manual_seed(0)) * math.pi
+    ts = EvalSet("in_distribution", phase, {20.0: 40.0}, ("a", "b", "a"))
+    cfg = DistillationBenchmark(snrs_db=(20.0,))
+    rows, per_image = learned_rows(
+        "teacher", "teacher", system, ("per_snapshot", "equal_total"), [ts], cfg, CameraSpec()
+    )
+    by_budget = {r["budget"]: r["psnr_db"] for r in rows}
+    for budget in ("per_snapshot", "equal_total"):
+        expected = evaluate_system(system, phase, CameraSpec(), 40.0, budget, cfg.noise_seed)["psnr_db"]
+        assert by_budget[budget] == pytest.approx(expected, abs=1e-9)
+    assert by_budget["per_snapshot"] != by_budget["equal_total"]
+    assert rows[0]["kinds"]["b"] == pytest.approx(float(per_image[("in_distribution", 20.0, "per_snapshot")][1]))
+
+
+def test_handover_runs_raar_only_at_or_above_its_photon_level():
+    geometry = CDPGeometry(N)
+    op = geometry.operator(phase_to_field(torch.rand((1, N, N), generator=torch.Generator().manual_seed(2)) * 6.28))
+    phase = torch.rand((2, N, N), generator=torch.Generator().manual_seed(3)) * math.pi
+    y = op.A(phase_to_field(phase))
+    x = phase_to_field(torch.full((2, N, N), 1.0))
+    cfg = DecoderConfig(handover_photons=100.0, handover_iterations=5)
+    level = photon_level(torch.tensor([10.0, 1000.0]), 2, torch.device("cpu"))
+    out = hand_over(cfg, ObjectConstraint(), op, y, x, level)
+    assert torch.equal(out[0], x[0])  # below the threshold: untouched
+    assert torch.allclose(out[1], raar(op, y[1:], x[1:], ObjectConstraint(), iterations=5)[0])
+    assert torch.equal(
+        hand_over(dataclasses.replace(cfg, handover_iterations=0), ObjectConstraint(), op, y, x, level), x
+    )
+
+
+def test_calibrated_handover_never_loses_where_it_runs():
+    # an untrained decoder: RAAR from its output wins at high photon counts, so the handover switches on there
+    system = CodedSystem(CDPGeometry(N), 1, DecoderConfig(stages=1, channels=4, refine_steps=0), seed=0)
+    phase = torch.rand((4, N, N), generator=torch.Generator().manual_seed(4)) * math.pi
+    photons, iterations, table = calibrate_handover(
+        system, phase, CameraSpec(), "per_snapshot", (10, 40), seed=0, photon_levels=(5.0, 500.0, None)
+    )
+    assert iterations in (10, 40) and 0 < photons <= 5000
+    active = [r for r in table if r["photons_per_frame"] is None or r["photons_per_frame"] >= photons]
+    assert active and all(r["handover_psnr_db"][str(iterations)] >= r["decoder_psnr_db"] for r in active)
+    assert system.decoder.cfg.handover_iterations == 0  # calibration leaves the decoder as it was
