@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from hil.bench.config import DEFAULT_BENCH
+from hil.cli.options import dark_frames_option, frames_option
 from hil.common.provenance import REPO_ROOT
 
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "student"
@@ -27,8 +28,8 @@ def demo(
     random_mask: bool = typer.Option(False, "--random-mask", help="A random 8-bit CPM and RAAR only (no bundle)."),
     samples: str = typer.Option(DEFAULT_SAMPLES, help="Sample kinds set on a simulated bench, comma-separated."),
     out: Path = typer.Option(Path("runs"), help="Folder for the run's outputs."),
-    frames: int = typer.Option(1, min=1, help="Light frames averaged into each CDP."),
-    dark_frames: int = typer.Option(2, min=0, help="Dark frames (light off) subtracted; 0: the calibrated offset."),
+    frames: int = frames_option(1, "Light frames per CDP (default 1: the single snapshot the demo is about)."),
+    dark_frames: int = dark_frames_option(2),
     calibration: list[Path] = typer.Option(None, help="Calibration result files to plot in the report."),
     raar_iterations: str = typer.Option("50,200", help="RAAR iteration counts to compare, comma-separated."),
     repeats: int = typer.Option(3, min=1, help="Timed decodes per method (after one warm-up); the median is shown."),
