@@ -16,6 +16,13 @@ from hil.common.provenance import record
 app = typer.Typer(help="Benchmarks; each writes JSON under benchmarks/ and prints a table.", no_args_is_help=True)
 
 
+def _check_results(out: Path, overwrite: bool, *more: Path) -> None:
+    """Before any work: the JSON, its Markdown table beside it and ``more`` may be written (committed
+    results are replaced only with ``--overwrite``)."""
+    for path in (out, out.with_suffix(".md"), *more):
+        check_output(path, overwrite)
+
+
 @app.command("classical")
 def classical(
     out: Path = typer.Option(Path("benchmarks/classical.json"), help="JSON output."),
@@ -31,8 +38,7 @@ def classical(
     from hil.benchmarks.classical import ClassicalBenchmark, markdown_table, run
 
     console = Console()
-    for path in (out, out.with_suffix(".md")):  # the committed results are replaced only when asked
-        check_output(path, overwrite)
+    _check_results(out, overwrite)
     checkpoints = tuple(sorted({c for c in (20, 50, 200, max_iterations) if c <= max_iterations}))
     cfg = ClassicalBenchmark(images=images, checkpoints=checkpoints, seed=seed, repeats=repeats)
     rows = run(cfg, progress=lambda msg: console.log(msg))
@@ -90,8 +96,7 @@ def distillation(
 
     console = Console()
     png = out.with_name(out.stem + "_grad_norm.png")
-    for path in (out, out.with_suffix(".md"), png):
-        check_output(path, overwrite)
+    _check_results(out, overwrite, png)
     cfg = DistillationBenchmark(
         teacher_config=str(teacher_config),
         student_config=str(student_config),
@@ -137,8 +142,7 @@ def throughput(
     from hil.benchmarks.throughput import ThroughputCase, markdown_table, measure
 
     console = Console()
-    for path in (out, out.with_suffix(".md")):
-        check_output(path, overwrite)
+    _check_results(out, overwrite)
     header = record(
         {"device": device, "steps": steps, "configs": configs, "sizes": sizes}, command="hil benchmark throughput"
     )
@@ -167,8 +171,7 @@ def pipeline(
     from hil.benchmarks.pipeline import markdown_table, measure
 
     console = Console()
-    for path in (out, out.with_suffix(".md")):  # the committed results are replaced only when asked
-        check_output(path, overwrite)
+    _check_results(out, overwrite)
     torch.set_num_threads(threads)
     header = record({"sizes": sizes, "frames": frames, "threads": threads}, command="hil benchmark pipeline")
     rows = [measure(n, frames, progress=console.log) for n in sizes]

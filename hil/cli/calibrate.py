@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from hil.cli.options import BENCH, DRY_RUN, OVERWRITE, dark_frames_option, frames_option
+from hil.cli.options import BENCH, DRY_RUN, OVERWRITE, check_exposure, dark_frames_option, frames_option
 
 app = typer.Typer(
     help="Calibrate the bench: camera radiometry, camera-to-model geometry, SLM phase response.",
@@ -42,6 +43,18 @@ def _write_yaml(path: Path, data: dict, overwrite: bool) -> None:
 
     plain = json.loads(json.dumps(data, default=float))
     write_text(path, yaml.safe_dump(plain, sort_keys=False, default_flow_style=None, width=100), overwrite)
+
+
+@contextmanager
+def _exposed_session(spec, frames: Path, procedure: str, settings: dict, exposure_s: float | None):
+    """The bench (safe on every exit) and the frame log of one procedure, at ``exposure_s`` seconds when given."""
+    from hil.bench.bench import Bench
+    from hil.bench.frame_log import FrameLog
+
+    with Bench(spec) as bench, FrameLog(frames, procedure, settings) as log:
+        if exposure_s is not None:
+            bench.set_exposure(exposure_s)
+        yield bench, log
 
 
 def _update_system(path: Path, section: str, values: dict, console: Console) -> None:
@@ -117,14 +130,12 @@ def geometry(
     import json
 
     from calibration.geometry import measure_geometry
-    from hil.bench.bench import Bench
     from hil.bench.config import load_bench
-    from hil.bench.frame_log import FrameLog
     from hil.cli.outputs import write_text
 
     console = Console()
     spec = load_bench(bench_config, import_plugins=not dry_run)
-    _check_exposure(spec, exposure_s)
+    check_exposure(spec, exposure_s)
     frames = _outputs(out, overwrite)
     console.print(
         f"plan: {dark_frames} dark + 9 x {frames_count} lit frames of grating spots; {SAMPLE_OUT}; result {out}"
@@ -134,9 +145,7 @@ def geometry(
         return
     frames.unlink(missing_ok=True)  # only reached with --overwrite
     settings = {"frames": frames_count, "dark_frames": dark_frames, "cycles": cycles, "exposure_s": exposure_s}
-    with Bench(spec) as bench, FrameLog(frames, "geometry", settings) as log:
-        if exposure_s is not None:
-            bench.set_exposure(exposure_s)
+    with _exposed_session(spec, frames, "geometry", settings, exposure_s) as (bench, log):
         result = measure_geometry(bench, log, cycles, frames_count, dark_frames)
     write_text(out, json.dumps(result.registration.to_dict(), indent=1), overwrite)
     p = result.registration.parameters()
@@ -147,12 +156,6 @@ def geometry(
         f"correlation {result.registration.correlation:.3f}; "
         f"wrote {out}; bench left safe"
     )
-
-
-def _check_exposure(spec, exposure_s: float | None) -> None:
-    limits = spec.config.camera.exposure_limits_s
-    if exposure_s is not None and not limits[0] <= exposure_s <= limits[1]:
-        raise ValueError(f"--exposure-s {exposure_s}: must lie within camera.exposure_limits_s {list(limits)}")
 
 
 @app.command("slm-response")
@@ -169,13 +172,11 @@ def slm_response(
 ) -> None:
     """Phase per gray level (slmsuite gamma, units of 2π) by two-region interference; no template or registration."""
     from calibration.slm_response import measure_slm_response
-    from hil.bench.bench import Bench
     from hil.bench.config import load_bench
-    from hil.bench.frame_log import FrameLog
 
     console = Console()
     spec = load_bench(bench_config, import_plugins=not dry_run)
-    _check_exposure(spec, exposure_s)
+    check_exposure(spec, exposure_s)
     total = spec.system.slm.levels
     levels = sorted(set(range(0, total, level_step)) | {total - 1})
     if not reference_level < total:
@@ -190,9 +191,7 @@ def slm_response(
         return
     frames.unlink(missing_ok=True)  # only reached with --overwrite
     settings = {"levels": levels, "reference_level": reference_level, "frames": frames_count, "exposure_s": exposure_s}
-    with Bench(spec) as bench, FrameLog(frames, "slm-response", settings) as log:
-        if exposure_s is not None:
-            bench.set_exposure(exposure_s)
+    with _exposed_session(spec, frames, "slm-response", settings, exposure_s) as (bench, log):
         result = measure_slm_response(bench, log, levels, reference_level, frames_count)
     _write_yaml(out, {"slm": result.system_keys(), "measurement": result.to_dict()}, overwrite)
     console.print(

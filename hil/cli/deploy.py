@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from hil.bench.config import DEFAULT_BENCH
+from hil.cli.options import check_exposure
 
 MIN_CORRELATION_OVER_CHANCE = 2.0  # the deployed mask's correlation over the largest control's
 
@@ -68,10 +69,7 @@ def deploy(
         f"macro-pixel {slm.macro_pixel}, SLM ROI {slm.macro_pixel * mask.shape[0]} px square, bench {bench_config}"
     )
     registered = load_registration(registration) if registration is not None else None
-    if exposure_s is not None:
-        limits = spec.config.camera.exposure_limits_s
-        if not limits[0] <= exposure_s <= limits[1]:
-            raise ValueError(f"--exposure-s {exposure_s}: must lie within camera.exposure_limits_s {list(limits)}")
+    check_exposure(spec, exposure_s)
     if dry_run:
         console.print("dry run: bundle matches the bench; nothing was sent to any device")
         return

@@ -15,6 +15,13 @@ OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing output 
 SEED = typer.Option(0, "--seed", help="Seed.")
 
 
+def check_exposure(spec, exposure_s: float | None) -> None:
+    """An ``--exposure-s`` (seconds, None: the bench's own) must lie within the camera's configured limits."""
+    limits = spec.config.camera.exposure_limits_s
+    if exposure_s is not None and not limits[0] <= exposure_s <= limits[1]:
+        raise ValueError(f"--exposure-s {exposure_s}: must lie within camera.exposure_limits_s {list(limits)}")
+
+
 def frames_option(default: int = FRAMES, help: str = "Light frames averaged.") -> typer.models.OptionInfo:
     return typer.Option(default, "--frames", min=1, help=help)
 
