@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -128,6 +129,26 @@ def test_first_ctrl_c_waits_for_the_exchange_second_one_does_not(bench_file):
             time.sleep(0.01)
             reached = True
         assert not reached
+
+
+def test_a_signal_whose_exception_python_swallowed_still_ends_the_session(bench_file, capfd):
+    """A handler that runs inside a weakref callback has its exception dropped by Python ("Exception
+    ignored in ..."); the bench keeps that quiet and the next operation raises it (it made a CI run hang)."""
+    path, state = bench_file
+    with pytest.raises(SystemExit) as stop, Bench.from_config(path) as bench:
+        bench.light_on()
+
+        class Owner:
+            pass
+
+        owner = Owner()
+        watcher = weakref.ref(owner, lambda _: bench._on_signal(signal.SIGHUP, None))  # noqa: F841
+        del owner  # the callback runs here; Python drops the SystemExit it raises
+        bench.capture()
+        pytest.fail("the swallowed SIGHUP let the capture go on")
+    assert stop.value.code == 128 + signal.SIGHUP
+    assert _shutter_state(state)["shutter"] == "CLOSED"
+    assert "Exception ignored" not in capfd.readouterr().err
 
 
 CHILD = """

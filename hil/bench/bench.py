@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -72,6 +73,8 @@ class Bench:
         self.safe_state_problems: list[str] = []
         self._cleaning = False
         self._previous_handlers: dict[int, Any] = {}
+        self._interrupt: BaseException | None = None
+        self._previous_unraisablehook = sys.unraisablehook
 
     @classmethod
     def from_config(cls, path: str | Path = DEFAULT_BENCH) -> Bench:
@@ -94,6 +97,7 @@ class Bench:
             self.close()
         finally:
             self._restore_signal_handlers()
+            self._interrupt = None
         if exc_type is None and self.safe_state_problems:
             raise DeviceError("safe state not confirmed: " + "; ".join(self.safe_state_problems))
 
@@ -218,11 +222,21 @@ class Bench:
             return
         for signum in HANDLED_SIGNALS:
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+        self._previous_unraisablehook, sys.unraisablehook = sys.unraisablehook, self._on_unraisable
 
     def _restore_signal_handlers(self) -> None:
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
+        if self._previous_handlers:
+            sys.unraisablehook = self._previous_unraisablehook
         self._previous_handlers = {}
+
+    def _on_unraisable(self, unraisable: Any) -> None:
+        """Python dropped an exception; our own interrupt is re-raised by the next operation, so say nothing."""
+        if unraisable.exc_value is not None and unraisable.exc_value is self._interrupt:
+            log.debug("%r dropped inside %r; raised at the next bench operation", self._interrupt, unraisable.object)
+            return
+        self._previous_unraisablehook(unraisable)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -230,28 +244,39 @@ class Bench:
             log.warning("%s ignored: putting the bench in its safe state", name)
             return
         exc: BaseException = KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
+        if self._interrupt is None:
+            self._interrupt = exc
         if io_guard.defer(exc):
             log.warning("%s: finishing the device exchange in progress (repeat to abort it)", name)
             return
         raise exc
 
+    def _raise_interrupt(self) -> None:
+        """Raise a signal's interrupt that its handler could not deliver (see the module docstring)."""
+        if self._interrupt is not None:
+            raise self._interrupt
+
     # --- operations ------------------------------------------------------------------------
 
     def set_exposure(self, exposure_s: float) -> float:
         """Set the camera exposure after checking it against ``camera.exposure_limits_s``."""
+        self._raise_interrupt()
         value = check_range("camera.exposure_s", exposure_s, self.spec.config.camera.exposure_limits_s, "s")
         return float(self.camera.set_exposure(value))
 
     def show_mask(self, phase_rad: np.ndarray) -> None:
         """Display an ``(n, n)`` mask on the SLM's ROI (waits the settle time when configured)."""
+        self._raise_interrupt()
         self.slm.show(phase_rad)
 
     def capture(self) -> np.ndarray:
         """One camera frame (height, width)."""
+        self._raise_interrupt()
         return np.asarray(as_numpy(self.camera.get_image()))
 
     def light_on(self) -> None:
         """Every light source emits (configured power, laser on, shutter open)."""
+        self._raise_interrupt()
         for accessory in self.serial.values():
             if hasattr(accessory, "emit"):
                 accessory.emit()
