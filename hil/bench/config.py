@@ -34,6 +34,9 @@ from drivers.limits import check_limits_pair, check_range
 from drivers.slm import roi_slices
 from hil.common.config import ConfigError, from_mapping, load_yaml
 from hil.common.provenance import REPO_ROOT
+from hil.physics.bench_model import BenchModel
+from hil.physics.registration import load_registration
+from hil.physics.slm_field import load_slm_field
 from hil.physics.system import SystemConfig, load_system
 
 DEFAULT_BENCH = REPO_ROOT / "configs" / "bench_sim.yaml"
@@ -119,6 +122,19 @@ class SerialSection:
 
 
 @dataclass(frozen=True)
+class CalibrationSection:
+    """Calibration files of this bench, relative to the bench file; None: not calibrated.
+
+    ``registration``: camera pixels -> model grid (``hil calibrate geometry``); ``field``: the SLM-plane
+    illumination amplitude and aberration (``hil calibrate field``). Radiometry and the SLM response live
+    in the system file (``--update-system``).
+    """
+
+    registration: str | None = None
+    field: str | None = None
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """A whole bench. ``system`` is the shared physical system file, relative to the bench file."""
 
@@ -127,6 +143,7 @@ class BenchConfig:
     slm: SLMSection = field(default_factory=SLMSection)
     camera: CameraSection = field(default_factory=CameraSection)
     serial: dict[str, SerialSection] = field(default_factory=dict)
+    calibration: CalibrationSection = field(default_factory=CalibrationSection)
 
 
 @dataclass(frozen=True)
@@ -154,6 +171,17 @@ class BenchSpec:
     slm: DeviceSpec
     camera: DeviceSpec
     serial: dict[str, DeviceSpec]
+    calibration_files: dict[str, Path] = field(default_factory=dict)  # "registration" / "field" -> file
+
+    def model(self) -> BenchModel:
+        """The calibrated model of this bench: the system plus the calibration files the config names."""
+        files = self.calibration_files
+        registration = load_registration(files["registration"]) if "registration" in files else None
+        slm_field = load_slm_field(files["field"]).complex if "field" in files else None
+        try:
+            return BenchModel(self.system, registration, slm_field)
+        except ValueError as exc:
+            raise ConfigError(f"{self.path}: key 'calibration': {exc}") from None
 
 
 def resolve_driver(kind: str, driver: str, where: str, key: str) -> type:
@@ -331,6 +359,14 @@ def bench_from_mapping(
     if not system_path.is_file():
         raise ConfigError(f"{where}: key 'system': file {system_path} does not exist")
     system = load_system(system_path)
+    calibration_files = {}
+    for key in ("registration", "field"):
+        name = getattr(config.calibration, key)
+        if name is not None:
+            path = Path(name) if Path(name).is_absolute() else (base or Path.cwd()) / name
+            if not path.is_file():
+                raise ConfigError(f"{where}: key 'calibration.{key}': file {path} does not exist")
+            calibration_files[key] = path
     slm = config.slm
     if slm.bitdepth is not None and system.slm.bitdepth > slm.bitdepth:
         raise ConfigError(
@@ -352,7 +388,7 @@ def bench_from_mapping(
     serial = {}
     for name, section in config.serial.items():
         serial[name] = _device("serial", name, section.driver, section.kwargs, where, f"serial.{name}", import_plugins)
-    return BenchSpec(config, None, system, devices["slm"], devices["camera"], serial)
+    return BenchSpec(config, None, system, devices["slm"], devices["camera"], serial, calibration_files)
 
 
 def load_bench(path: str | Path = DEFAULT_BENCH, import_plugins: bool = True) -> BenchSpec:
