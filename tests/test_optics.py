@@ -118,14 +118,15 @@ def test_operators_of_one_geometry_share_the_transfer_function():
     assert propagation is second.geometry.propagation and len(propagation._cache) == 1
 
 
-def _brute_force_cdp(x, mask_slm, n, k, pad, binning):
-    """Explicit DFT sum over the SLM grid (no FFT, no shifts): the centred detector window, then binned."""
+def _brute_force_cdp(x, mask_slm, n, k, pad, binning, guard=0):
+    """Explicit DFT sum over the SLM grid (no FFT, no shifts): the centred detector window (the band plus
+    ``guard`` frequencies on each side), then binned."""
     side = pad * k * n
     u = np.zeros((side, side), dtype=complex)
     start = (side - k * n) // 2
     u[start : start + k * n, start : start + k * n] = np.kron(x, np.ones((k, k))) * mask_slm
     rows = np.arange(side) - side // 2  # centred coordinates of the padded grid
-    freqs = np.arange(pad * n) - pad * n // 2  # the detector window's frequencies
+    freqs = np.arange(pad * n + 2 * guard) - (pad * n + 2 * guard) // 2  # the detector window's frequencies
     kernel = np.exp(-2j * np.pi * np.outer(freqs, rows) / side) / np.sqrt(side)  # unitary DFT rows
     far = kernel @ u @ kernel.T
     intensity = np.abs(far) ** 2
@@ -167,23 +168,46 @@ def test_binning_must_divide_the_detector():
     assert CDPGeometry(8, binning=4).camera_shape == (4, 4)
 
 
-@pytest.mark.parametrize(("k", "binning"), [(2, 1), (4, 1), (3, 2)])
-def test_factorised_macro_pixels_match_a_brute_force_dft(k, binning):
-    """Block-constant masks take the envelope path (cost of k = 1) and still equal the explicit DFT sum."""
+@pytest.mark.parametrize(("k", "binning", "guard"), [(2, 1, 0), (4, 1, 0), (3, 2, 0), (3, 1, 5), (3, 2, 12), (4, 1, 7)])
+def test_factorised_macro_pixels_match_a_brute_force_dft(k, binning, guard):
+    """Block-constant masks take the envelope path (cost of k = 1) and still equal the explicit DFT sum, also
+    with a guard band beyond the pad*n band (the neighbouring orders a larger camera sees)."""
     n, pad = 6, 2
     rng = np.random.default_rng(k)
     x = np.exp(1j * rng.uniform(0, np.pi, (n, n)))
     mask = np.kron(np.exp(1j * rng.uniform(0, 2 * np.pi, (n, n))), np.ones((k, k)))
-    op = CDPGeometry(n, pad_factor=pad, macro_pixel=k, binning=binning).operator(torch.from_numpy(mask)[None])
+    geometry = CDPGeometry(n, pad_factor=pad, macro_pixel=k, binning=binning, detector_guard=guard)
+    op = geometry.operator(torch.from_numpy(mask)[None])
     assert op.factorised
     y = op.A(torch.from_numpy(x)[None])[0, 0].numpy()
-    np.testing.assert_allclose(y, _brute_force_cdp(x, mask, n, k, pad, binning), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(y, _brute_force_cdp(x, mask, n, k, pad, binning, guard), rtol=1e-10, atol=1e-12)
     g = torch.Generator().manual_seed(k)
-    xs, z = _rand_complex((2, n, n), g), _rand_complex((2, 1, pad * n, pad * n), g)
+    xs, z = _rand_complex((2, n, n), g), _rand_complex((2, 1, *geometry.detector_shape), g)
     lhs = torch.vdot(op.A_linear(xs).flatten(), z.flatten())
     rhs = torch.vdot(xs.flatten(), op.A_linear_adjoint(z).flatten())
     assert abs(lhs - rhs) / abs(lhs) < 1e-12
     torch.testing.assert_close(op.pseudo_inverse(op.A_linear(xs)), xs, rtol=1e-10, atol=1e-10)
+
+
+def test_guard_band_limits_and_normalisation():
+    """The guard is Fraunhofer-only and at most (k-1)/2 bands a side; with it the window holds more light and
+    normalisation still maps any photon scale back to the model's units."""
+    with pytest.raises(ValueError, match="detector_guard"):
+        CDPGeometry(8, macro_pixel=1, detector_guard=1)
+    with pytest.raises(ValueError, match="detector_guard"):
+        CDPGeometry(8, macro_pixel=2, detector_guard=9)
+    n, k = 8, 4
+    g = torch.Generator().manual_seed(2)
+    mask = (torch.rand((1, n, n), generator=g, dtype=torch.float64) * 2 * math.pi).repeat_interleave(k, 1)
+    mask = mask.repeat_interleave(k, 2)
+    phase = torch.rand((1, n, n), generator=g, dtype=torch.float64) * math.pi
+    held = {}
+    for guard in (0, 8, 24):
+        op = CDPGeometry(n, macro_pixel=k, detector_guard=guard).operator(mask)
+        y = op.A(phase_to_field(phase))
+        held[guard] = float(y.sum()) / (k * k * n * n)
+        torch.testing.assert_close(op.normalise_intensities(7.5 * y), y, rtol=1e-10, atol=1e-12)
+    assert held[0] < held[8] < held[24] <= 1 + 1e-9
 
 
 def test_normalisation_counts_the_light_outside_the_detector_window():

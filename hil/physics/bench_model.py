@@ -13,7 +13,9 @@ pixels for given masks, from
 
 With macro-pixels (``k > 1``, Fraunhofer) the realised transmittance is averaged over each ``k x k``
 block, so the operator keeps the macro-pixel envelope factorisation (the cost of ``k = 1``); what the
-average drops (crosstalk's ripple inside a block) diffracts mostly outside the detector window.
+average drops (crosstalk's ripple inside a block) diffracts mostly outside the detector window. A camera
+that sees beyond the ``pad*n`` band gets a guard band (``CDPGeometry.detector_guard``) wide enough for its
+footprint: there it sees the neighbouring diffraction orders of the macro-pixel grid.
 ``tests/test_bench_model.py`` measures that approximation against the full SLM-grid computation and
 the whole model against frames of the independent slmsuite fixture bench.
 """
@@ -21,6 +23,7 @@ the whole model against frames of the independent slmsuite fixture bench.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -67,17 +70,32 @@ class BenchModel:
 
     @cached_property
     def geometry(self) -> CDPGeometry:
-        """The system's geometry; under a registration, refined to ``DETECTOR_PAD`` and without binning."""
+        """The system's geometry; under a registration, refined to ``DETECTOR_PAD``, without binning, with the
+        guard band the camera's footprint needs."""
         geometry = self.system.geometry()
         if self.registration is None:
             return geometry
-        return dataclasses.replace(geometry, pad_factor=max(geometry.pad_factor, DETECTOR_PAD), binning=1)
+        fine = dataclasses.replace(geometry, pad_factor=max(geometry.pad_factor, DETECTOR_PAD), binning=1)
+        if fine.propagator != "fraunhofer" or fine.macro_pixel == 1:
+            return fine
+        height, width = self.registration.camera_shape
+        corners = np.array([[x, y, 1.0] for x in (-0.5, width - 0.5) for y in (-0.5, height - 0.5)])
+        model = corners @ self.registration.camera_to_model.T - np.array(self.registration.model_shape[::-1]) // 2
+        reach = float(np.abs(model).max()) * self._bins_per_model_px(fine) + 2  # bins from the centre, + interpolation
+        guard = min(max(0, math.ceil(reach - fine.band / 2)), (fine.macro_pixel - 1) * fine.band // 2)
+        return dataclasses.replace(fine, detector_guard=guard)
+
+    def _bins_per_model_px(self, geometry: CDPGeometry) -> float:
+        return geometry.pad_factor / self.system.optics.pad_factor
 
     @cached_property
     def detector(self) -> RegisteredCamera | None:
         if self.registration is None:
             return None
-        return RegisteredCamera(self.registration, self.geometry.detector_shape)
+        geometry = self.geometry
+        return RegisteredCamera(
+            self.registration, geometry.detector_shape, bins_per_model_px=self._bins_per_model_px(geometry)
+        )
 
     @property
     def camera_shape(self) -> tuple[int, int]:

@@ -22,14 +22,21 @@ class RegisteredCamera:
     """A camera whose pixels sit at an affine position on the detector grid, each integrating its footprint.
 
     ``registration.camera_to_model`` maps camera pixel centres (x, y) to the registration's model grid; when
-    the operator's ``detector_shape`` is finer (a larger ``pad_factor``), positions are rescaled about the
-    zero frequency (index ``side // 2``). Each camera pixel's unit-square footprint is sampled at
+    the operator's detector grid is finer (a larger ``pad_factor``: ``bins_per_model_px`` detector bins per
+    registration model pixel, by default the ratio of the two grids' sides) or wider (a guard band), positions
+    are rescaled about the zero frequency (index ``side // 2``). Each camera pixel's unit-square footprint is sampled at
     ``supersample x supersample`` points; the intensity density there is the bilinear interpolation of the
     detector bins, and each point carries the footprint area over the point count (in detector-bin units), so
     a uniform intensity ``I`` gives ``I x area`` per camera pixel. Light outside the detector grid is lost.
     """
 
-    def __init__(self, registration: Registration, detector_shape: tuple[int, int], supersample: int = 4) -> None:
+    def __init__(
+        self,
+        registration: Registration,
+        detector_shape: tuple[int, int],
+        supersample: int = 4,
+        bins_per_model_px: float | None = None,
+    ) -> None:
         matrix = np.asarray(registration.camera_to_model, dtype=np.float64)
         if matrix.shape != (2, 3) or not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix[:, :2])) < 1e-9:
             raise ValueError("camera_to_model must be a finite, invertible 2 x 3 affine matrix")
@@ -38,6 +45,8 @@ class RegisteredCamera:
         self.detector_shape = tuple(detector_shape)
         self.camera_shape = tuple(registration.camera_shape)
         scale = np.array(self.detector_shape[::-1], dtype=np.float64) / np.array(registration.model_shape[::-1])
+        if bins_per_model_px is not None:
+            scale = np.full(2, float(bins_per_model_px))
         centre_model = np.array(registration.model_shape[::-1]) // 2
         centre_detector = np.array(self.detector_shape[::-1]) // 2
         # detector (x, y) = centre_d + scale * (model (x, y) - centre_m)

@@ -204,19 +204,34 @@ class CDPGeometry(OpticsSpec):
     """Sizes and propagation of the CDP system; builds operators for given masks.
 
     Adds to :class:`OpticsSpec` what the SLM and camera set: ``macro_pixel`` (SLM pixels per
-    object/mask pixel along each axis, k) and ``binning`` (detector pixels summed per camera
-    pixel along each axis, b).
+    object/mask pixel along each axis, k), ``binning`` (detector pixels summed per camera pixel along
+    each axis, b) and ``detector_guard`` (Fraunhofer with k > 1: detector bins added on each side of the
+    ``pad*n`` band, which a camera larger than that band sees: the neighbouring diffraction orders of the
+    macro-pixel grid; at most ``(k-1) * pad*n / 2``).
     """
 
     macro_pixel: int = 1
     binning: int = 1
+    detector_guard: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 1 <= self.macro_pixel <= 64:
             raise ValueError(f"CDPGeometry.macro_pixel must be in [1, 64], got {self.macro_pixel}")
+        band = self.pad_factor * self.n
+        if self.detector_guard and (self.propagator != "fraunhofer" or self.detector_guard < 0 or
+                                    2 * self.detector_guard > (self.macro_pixel - 1) * band):  # fmt: skip
+            raise ValueError(
+                f"detector_guard {self.detector_guard} needs the Fraunhofer propagator and at most "
+                f"(macro_pixel - 1) * pad_factor * n / 2 = {(self.macro_pixel - 1) * band // 2} bins"
+            )
         if self.binning < 1 or self.detector_shape[0] % self.binning:
             raise ValueError(f"binning {self.binning} must be >= 1 and divide the detector {self.detector_shape}")
+
+    @property
+    def band(self) -> int:
+        """Side of the ``pad*n`` band: the detector without guard, one sample per frequency of the mask grid."""
+        return self.pad_factor * self.n
 
     @property
     def slm_shape(self) -> tuple[int, int]:
@@ -232,9 +247,9 @@ class CDPGeometry(OpticsSpec):
 
     @property
     def detector_shape(self) -> tuple[int, int]:
-        """(height, width) of one CDP on the model grid."""
+        """(height, width) of one CDP on the model grid: the band plus the guard on each side."""
         if self.propagator == "fraunhofer":
-            side = self.pad_factor * self.n
+            side = self.band + 2 * self.detector_guard
             return side, side
         return self.field_shape
 
@@ -256,15 +271,37 @@ class CDPGeometry(OpticsSpec):
         ``E`` times the centred unitary DFT of the ``pad*n`` grid holding one sample per block: per axis the
         DFT of a block sum is ``sum_j exp(-2πi f j / (pad k n))`` times the small grid's DFT, divided by
         ``k`` for the unitary norms, times a centring phase. ``E`` is taken as the ratio of the two paths for
-        a point object, so it matches :meth:`detector_field` exactly. None for free space or ``k == 1``.
+        a point object, so it matches :meth:`detector_field` exactly. With a guard band the small grid's DFT
+        repeats periodically (:meth:`band_index`). None for free space or ``k == 1``.
         """
         if self.propagator != "fraunhofer" or self.macro_pixel == 1:
             return None
-        n, k, small = self.n, self.macro_pixel, self.detector_shape[0]
+        n, k = self.n, self.macro_pixel
         point = torch.zeros((n, n), dtype=torch.complex128)
         point[0, 0] = 1
         fine = self.detector_field(self.embed(macro_upsample(point, k)))
-        return fine / centred_fft2(_embed(point, small))
+        return fine / self.periodic(centred_fft2(_embed(point, self.band)))
+
+    @cached_property
+    def band_index(self) -> torch.Tensor:
+        """For each detector row (or column), the band sample at the same frequency modulo the band (int64)."""
+        side, band = self.detector_shape[0], self.band
+        return torch.remainder(torch.arange(side) - side // 2 + band // 2, band)
+
+    def periodic(self, u: torch.Tensor) -> torch.Tensor:
+        """Band samples ``(..., band, band)`` repeated periodically over the detector ``(..., *detector_shape)``."""
+        if not self.detector_guard:
+            return u
+        index = self.band_index.to(u.device)
+        return u.index_select(-2, index).index_select(-1, index)
+
+    def fold(self, z: torch.Tensor) -> torch.Tensor:
+        """Adjoint of :meth:`periodic`: detector values summed onto the band samples of their frequency."""
+        if not self.detector_guard:
+            return z
+        index, band = self.band_index.to(z.device), self.band
+        rows = z.new_zeros(z.shape[:-2] + (band, z.shape[-1])).index_add_(-2, index, z)
+        return rows.new_zeros(z.shape[:-2] + (band, band)).index_add_(-1, index, rows)
 
     def detector_field(self, padded: torch.Tensor) -> torch.Tensor:
         """The detector field ``(..., *detector_shape)`` of a field on the propagation grid (the bench's optics)."""
@@ -409,7 +446,7 @@ class CDPOperator:
         geo = self.geometry
         x = as_complex(x).to(self.masks.dtype)
         if self._coarse is not None:
-            return centred_fft2(_embed(x[:, None] * self._coarse[None], geo.detector_shape[0])) * self._envelope
+            return geo.periodic(centred_fft2(_embed(x[:, None] * self._coarse[None], geo.band))) * self._envelope
         x = macro_upsample(x, geo.macro_pixel)
         return geo.detector_field(geo.embed(x[:, None] * self.masks[None]))
 
@@ -423,7 +460,7 @@ class CDPOperator:
             )
         z = as_complex(z).to(self.masks.dtype)
         if self._coarse is not None:
-            u = _crop(centred_ifft2(z * self._envelope.conj()), geo.n)
+            u = _crop(centred_ifft2(geo.fold(z * self._envelope.conj())), geo.n)
             return (u * self._coarse.conj()[None]).sum(dim=1)
         if geo.detector_shape != geo.field_shape:
             rows, cols = geo.detector_window()
@@ -499,11 +536,12 @@ class CDPOperator:
         """Diagonal of ``A_linear^H A_linear`` on the object grid, shape ``(n, n)``.
 
         Exact for the Fraunhofer propagator with ``macro_pixel == 1``, where the Gram operator is
-        diagonal (``sum_l |M_l|^2``), and with factorised macro-pixels (``mean |E|² sum_l |m_l|^2``);
-        a preconditioner otherwise.
+        diagonal (``sum_l |M_l|^2``), and with factorised macro-pixels (``sum_l |m_l|^2`` times the band's
+        mean of the folded ``|E|²``); a preconditioner otherwise.
         """
         if self._coarse is not None:
-            return self._coarse.abs().square().sum(dim=0) * self._envelope.abs().square().mean()
+            folded = self.geometry.fold(self._envelope.abs().square())
+            return self._coarse.abs().square().sum(dim=0) * folded.mean()
         power = self.masks.abs().square().sum(dim=0)
         return macro_sum(power, self.geometry.macro_pixel)
 
@@ -511,10 +549,12 @@ class CDPOperator:
         """Object for detector fields ``z``: ``(A^H A)^-1 A^H z`` (see :meth:`gram_diagonal`).
 
         With factorised macro-pixels, the exact inverse on the operator's range: the envelope is divided
-        out and the ``k = 1`` least-squares inverse applied (so solvers see the ``k = 1`` problem).
+        out (least squares over the repeats of a frequency in the guard band) and the ``k = 1`` least-squares
+        inverse applied (so solvers see the ``k = 1`` problem).
         """
         if self._coarse is not None:
-            u = _crop(centred_ifft2(z / self._envelope), self.geometry.n)
+            geo, envelope = self.geometry, self._envelope
+            u = _crop(centred_ifft2(geo.fold(z * envelope.conj()) / geo.fold(envelope.abs().square())), geo.n)
             power = self._coarse.abs().square().sum(dim=0).clamp_min(1e-12)
             return (u * self._coarse.conj()[None]).sum(dim=1) / power
         return self.A_linear_adjoint(z) / self.gram_diagonal().clamp_min(1e-12)
@@ -525,13 +565,27 @@ class CDPOperator:
         Each image is scaled so that its energy equals what a unit-modulus object sends through the
         system (``sum(gram_diagonal())``), which fixes the unknown illumination power. With factorised
         macro-pixels the energy is counted before the envelope (``sum y / |E|²``, exact by Parseval for
-        any object), since the detector window holds only part of the light (about 62 % at k = 4).
+        any object), since the detector window holds only part of the light (about 62 % at k = 4). Each seen
+        bin then estimates ``|DFT|²`` at its frequency; repeats of a frequency (guard band) are averaged and
+        frequencies no pixel sees get the mean of the others (exact when every frequency is seen; for a
+        coded mask's flat spectrum, on average).
         """
         if self._coarse is not None:
-            area, _ = self._coverage(y)
-            weight = self.detector.forward(self._envelope.abs().square().to(y.dtype)) / area.clamp_min(1e-30)
+            geo = self.geometry
+            area, coverage = self._coverage(y)
+            envelope2 = self._envelope.abs().square().to(y.dtype)
+            weight = self.detector.forward(envelope2) / area.clamp_min(1e-30)
+            lit = weight > 1e-9 * weight.max()  # pixels at the envelope's zeros carry no light to count
+            density = self.expand(torch.where(lit, y / torch.where(lit, weight, 1.0), 0.0))
+            seen = ((coverage > 1e-12) & (envelope2 > 1e-9 * envelope2.max()) & (self.expand(lit.to(y.dtype)) > 0)).to(
+                y.dtype
+            )
+            repeats = geo.fold(seen)
+            spectrum = geo.fold(density * seen) / repeats.clamp_min(1)
+            measured = repeats > 0
+            mean = spectrum.sum(dim=(-2, -1), keepdim=True) / measured.sum().clamp_min(1)
+            y_energy = torch.where(measured, spectrum, mean).sum(dim=(1, 2, 3), keepdim=True)
             energy = self._coarse.abs().square().sum()
-            y_energy = (y / weight.to(y.dtype)).sum(dim=(1, 2, 3), keepdim=True)
         else:
             energy = self.gram_diagonal().sum()
             y_energy = y.sum(dim=(1, 2, 3), keepdim=True)

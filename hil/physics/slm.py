@@ -80,6 +80,11 @@ class SLMSpec:
 
     def level_phases(self) -> np.ndarray:
         """Realised phase of each gray level in radians, wrapped to [0, 2π), float64 ``(levels,)``."""
+        return np.mod(self.level_retardance(), TWO_PI)
+
+    def level_retardance(self) -> np.ndarray:
+        """Phase of each gray level in radians as the liquid crystal delays it: continuous in the level, not
+        wrapped (what crosstalk blurs: fringing fields between two pixels give intermediate retardance)."""
         g = np.arange(self.levels, dtype=np.float64)
         if self.gamma:
             phase = self.gamma_sign * TWO_PI * np.asarray(self.gamma, dtype=np.float64)
@@ -87,7 +92,7 @@ class SLMSpec:
             phase = (g + 1) * (self.gamma_sign * TWO_PI / self.levels)
         else:
             phase = (g - (self.levels - 1)) * (-TWO_PI / (self.levels * self.phase_scaling))
-        return np.mod(phase, TWO_PI)
+        return phase
 
     def lut(self, lut_size: int = LUT_SIZE) -> np.ndarray:
         """Phase lookup table: gray level for each of ``lut_size`` phases ``j * 2π / lut_size``."""
@@ -106,6 +111,7 @@ class SLMModel(torch.nn.Module):
         super().__init__()
         self.spec = spec
         self.register_buffer("level_phase", torch.from_numpy(spec.level_phases()), persistent=False)
+        self.register_buffer("level_retardance", torch.from_numpy(spec.level_retardance()), persistent=False)
         if spec.gamma:
             self.register_buffer("lut", torch.from_numpy(spec.lut()).long(), persistent=False)
         else:
@@ -140,9 +146,11 @@ class SLMModel(torch.nn.Module):
         return macro_upsample(phase_rad, self.spec.macro_pixel)
 
     def forward(self, phase_rad: torch.Tensor) -> torch.Tensor:
-        """Realised phase (radians) on the SLM grid, differentiable by straight-through estimation."""
+        """Realised phase (radians; the level's retardance, equal to the wrapped phase modulo 2π) on the SLM
+        grid, differentiable by straight-through estimation; crosstalk blurs the retardance."""
         wrapped = torch.remainder(self.upsample(phase_rad), TWO_PI)
-        realised = self.gray_to_phase(self.phase_to_gray(wrapped)).to(wrapped.dtype)
+        gray = self.phase_to_gray(wrapped)
+        realised = self.level_retardance.to(gray.device)[gray].to(wrapped.dtype)
         out = wrapped + (realised - wrapped).detach()
         return crosstalk_blur(out, self.spec.crosstalk_sigma_px)
 
