@@ -44,6 +44,9 @@ class SLMController:
     Works with any slmsuite SLM (hardware or simulated). ``settle`` waits the SLM's
     ``settle_time_s`` after each mask, so the next frame sees the new pattern; ``phase_correct``
     adds the SLM's stored wavefront correction (slmsuite ``source["phase"]``) to masks.
+    ``dump_period_px`` > 0 shows a blazed diagonal grating of that period (SLM pixels) outside the ROI
+    while a mask is shown (a beam dump): light that misses the ROI is steered to ``(1, 1) / period``
+    cycles per pixel, away from the camera, instead of adding an unmodulated zero order to every CDP.
     """
 
     def __init__(
@@ -55,7 +58,10 @@ class SLMController:
         settle: bool = True,
         mask_bitdepth: int | None = None,
         phase_correct: bool = False,
+        dump_period_px: int = 0,
     ) -> None:
+        if dump_period_px < 0 or dump_period_px == 1:
+            raise LimitError(f"dump_period_px must be 0 (flat) or >= 2 SLM pixels, got {dump_period_px}")
         if macro_pixel < 1:
             raise LimitError(f"macro_pixel must be >= 1, got {macro_pixel}")
         if mask_bitdepth is not None and mask_bitdepth > slm.bitdepth:
@@ -70,19 +76,23 @@ class SLMController:
         self.phase_correct = phase_correct
         roi_shape = (self.mask_shape[0] * self.macro_pixel, self.mask_shape[1] * self.macro_pixel)
         self.roi = roi_slices(tuple(slm.shape), roi_shape, roi_offset_px)
+        self.background = np.zeros(tuple(slm.shape), dtype=np.float64)
+        if dump_period_px:
+            rows, cols = np.indices(self.background.shape)
+            self.background = np.mod(2 * np.pi * (rows + cols) / dump_period_px, 2 * np.pi)
 
     @property
     def settle_time_s(self) -> float:
         return float(self.slm.settle_time_s)
 
     def show(self, phase_rad: np.ndarray) -> None:
-        """Display a mask: zero phase outside the ROI; waits the settle time when ``settle``."""
+        """Display a mask: zero phase (or the dump grating) outside the ROI; waits the settle time when ``settle``."""
         phase = np.asarray(phase_rad, dtype=np.float64)
         if phase.shape != self.mask_shape:
             raise ValueError(f"mask must have shape {self.mask_shape} (height, width), got {phase.shape}")
         if not np.all(np.isfinite(phase)):
             raise ValueError("mask phase must be finite")
-        full = np.zeros(self.slm.shape, dtype=np.float64)
+        full = self.background.copy()
         full[self.roi] = macro_upsample(phase, self.macro_pixel)
         self.slm.set_phase(full, phase_correct=self.phase_correct, settle=self.settle)
 

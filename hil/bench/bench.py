@@ -149,6 +149,7 @@ class Bench:
                 settle=config.slm.settle,
                 mask_bitdepth=spec.system.slm.bitdepth,
                 phase_correct=config.slm.phase_correct,
+                dump_period_px=config.slm.dump_period_px,
             )
         except BaseException:
             _device_call("slm: close", slm.close)

@@ -62,7 +62,8 @@ def _check_driver(driver: str) -> None:
 @dataclass(frozen=True)
 class SLMSection:
     """The SLM: driver, constructor kwargs, ROI placement, expected panel, settle behaviour, and
-    whether masks get the SLM's stored wavefront correction (``phase_correct``).
+    whether masks get the SLM's stored wavefront correction (``phase_correct``), and the period of the beam
+    dump grating shown outside the ROI (``dump_period_px``, SLM pixels; 0 = flat).
 
     ``shape_px`` (height, width) and ``bitdepth``, when given, are what the panel must report
     (checked on connecting); ``shape_px`` also lets the ROI be checked at load time.
@@ -73,6 +74,7 @@ class SLMSection:
     roi_offset_px: tuple[int, int] = (0, 0)
     settle: bool = True
     phase_correct: bool = False
+    dump_period_px: int = 0
     shape_px: tuple[int, int] | None = None
     bitdepth: int | None = None
 
@@ -82,6 +84,8 @@ class SLMSection:
             raise ValueError(f"shape_px must be positive (height, width), got {list(self.shape_px)}")
         if self.bitdepth is not None:
             check_range("bitdepth", self.bitdepth, (1, 16))
+        if self.dump_period_px != 0:
+            check_range("dump_period_px", self.dump_period_px, (2, 1024))
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,8 @@ pixels for given masks, from
 * the SLM-plane field (``hil calibrate field``): the illumination amplitude and static aberration over
   the mask, one complex value per mask pixel, multiplying every mask.
 
-With macro-pixels (``k > 1``, Fraunhofer) the realised transmittance is averaged over each ``k x k``
-block, so the operator keeps the macro-pixel envelope factorisation (the cost of ``k = 1``); what the
-average drops (crosstalk's ripple inside a block) diffracts mostly outside the detector window. A camera
+With macro-pixels (``k > 1``, Fraunhofer) the operator's polyphase factorisation keeps the cost near that
+of ``k = 1``, crosstalk's ripple inside the blocks included (a few principal components). A camera
 that sees beyond the ``pad*n`` band gets a guard band (``CDPGeometry.detector_guard``) wide enough for its
 footprint: there it sees the neighbouring diffraction orders of the macro-pixel grid.
 ``tests/test_bench_model.py`` measures that approximation against the full SLM-grid computation and
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from hil.physics.detector import RegisteredCamera
-from hil.physics.optics import CDPGeometry, CDPOperator, macro_sum, macro_upsample
+from hil.physics.optics import CDPGeometry, CDPOperator, macro_upsample
 from hil.physics.registration import Registration
 from hil.physics.slm import SLMModel
 from hil.physics.system import SystemConfig
@@ -104,11 +103,8 @@ class BenchModel:
 
     def transmittance(self, masks_rad: torch.Tensor) -> torch.Tensor:
         """Realised transmittance ``(L, k*n, k*n)`` (complex) of masks ``(L, n, n)`` in radians, times the field."""
-        geometry = self.geometry
-        k = geometry.macro_pixel
+        k = self.geometry.macro_pixel
         t = SLMModel(self.system.slm).transmittance(masks_rad)
-        if k > 1 and geometry.propagator == "fraunhofer":
-            t = macro_upsample(macro_sum(t, k) / k**2, k)
         if self.field is not None:
             t = t * macro_upsample(torch.from_numpy(np.asarray(self.field, dtype=np.complex128)).to(t.dtype), k)
         return t

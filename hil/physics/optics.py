@@ -27,6 +27,7 @@ import torch
 
 PropagatorKind = Literal["fraunhofer", "asm", "fresnel"]
 MAX_N = 2048  # largest object side: bounds every allocation made from a config
+RIPPLE_TOLERANCE = 1e-6  # share of the masks' energy the polyphase factorisation may leave out
 ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 
 
@@ -283,6 +284,27 @@ class CDPGeometry(OpticsSpec):
         return fine / self.periodic(centred_fft2(_embed(point, self.band)))
 
     @cached_property
+    def pixel_envelope(self) -> torch.Tensor | None:
+        """Like :attr:`macro_envelope` for one SLM pixel (pixel (0, 0) of a macro-pixel) instead of a block."""
+        if self.propagator != "fraunhofer" or self.macro_pixel == 1:
+            return None
+        point, small = (
+            torch.zeros(self.slm_shape, dtype=torch.complex128),
+            torch.zeros((self.n, self.n), dtype=torch.complex128),
+        )
+        point[0, 0] = small[0, 0] = 1
+        return self.detector_field(self.embed(point)) / self.periodic(centred_fft2(_embed(small, self.band)))
+
+    def subpixel_ramps(self) -> torch.Tensor:
+        """``(k*k, *detector_shape)`` complex128: the factor by which moving a point from SLM pixel (0, 0) of a
+        macro-pixel to its pixel (a, b) (index ``a*k + b``) multiplies the detector field (shift theorem of the
+        centred DFT on the ``pad*k*n`` grid)."""
+        k, side, big = self.macro_pixel, self.detector_shape[0], self.field_shape[0]
+        freq = (torch.arange(side, dtype=torch.float64) - side // 2) / big
+        ramp = torch.exp(-2j * math.pi * freq[None, :] * torch.arange(k, dtype=torch.float64)[:, None])  # (k, side)
+        return (ramp[:, None, :, None] * ramp[None, :, None, :]).reshape(k * k, side, side)
+
+    @cached_property
     def band_index(self) -> torch.Tensor:
         """For each detector row (or column), the band sample at the same frequency modulo the band (int64)."""
         side, band = self.detector_shape[0], self.band
@@ -387,6 +409,8 @@ class CDPOperator:
     whichever device/dtype the masks are on.
     """
 
+    RIPPLE_REFINE_STEPS = 4  # pseudo-inverse refinement when masks vary inside macro-pixels (crosstalk)
+
     def __init__(self, geometry: CDPGeometry, masks: torch.Tensor, detector: Detector | None = None) -> None:
         if masks.dim() == 2:
             masks = masks[None]
@@ -403,27 +427,52 @@ class CDPOperator:
         self.geometry = geometry
         self.detector = detector
         self.masks = masks if masks.is_complex() else phase_to_field(masks)
-        self._coarse, self._envelope = self._macro_pixel_factorisation()
+        self._coarse, self._envelope, self._ripple, self._ripple_envelopes = self._macro_pixel_factorisation()
         self._coverage_cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _macro_pixel_factorisation(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(one mask sample per macro-pixel ``(L, n, n)``, envelope ``E``) when the Fraunhofer detector with
-        macro-pixels factorises exactly (masks constant over each ``k x k`` block), else (None, None).
+    def _macro_pixel_factorisation(self) -> tuple[torch.Tensor | None, ...]:
+        """Polyphase form of the Fraunhofer detector with macro-pixels: ``(c_0, E_0, c_r, E_r)``, else all None.
 
-        Then the operator works on the ``pad*n`` grid at the cost of ``k = 1``, and its pseudo-inverse and
-        normalisation are exact on the detector window (the envelope is divided out).
+        Split each mask into its ``k x k`` sub-pixel samples ``t_ab`` (``(L, n, n)`` each). The detector field
+        is ``sum_ab R_ab E_pt D[x t_ab]`` (``D``: the band's DFT, repeated over the guard; ``R_ab``: sub-pixel
+        ramps), i.e. ``E_0 D[x c_0] + sum_r E_r D[x c_r]`` with ``c_0`` the block mean (``E_0`` the macro-pixel
+        envelope) and ``c_r`` the principal components of what varies inside the blocks (crosstalk's ripple),
+        kept until what is left out holds ``RIPPLE_TOLERANCE`` of the masks' energy (-60 dB, below any noise);
+        the pseudo-inverse then refines the block mean's exact one. Block-constant masks have no ripple: the cost
+        of ``k = 1`` and an exact pseudo-inverse. Masks whose in-block variation carries more than a quarter of
+        their energy (arbitrary SLM-grid patterns) take the SLM-grid path instead (None).
         """
         envelope, k = self.geometry.macro_envelope, self.geometry.macro_pixel
+        none = (None, None, None, None)
         if envelope is None:
-            return None, None
-        coarse = self.masks[:, ::k, ::k]
-        if not torch.equal(macro_upsample(coarse.detach(), k), self.masks.detach()):
-            return None, None
-        return coarse, envelope.to(device=self.masks.device, dtype=self.masks.dtype)
+            return none
+        masks = self.masks
+        samples = torch.stack([masks[:, a::k, b::k] for a in range(k) for b in range(k)])  # (k², L, n, n)
+        coarse = samples.mean(dim=0)
+        ripple = samples - coarse
+        ripple_energy, energy = (
+            float(ripple.detach().abs().square().sum()),
+            float(samples.detach().abs().square().sum()),
+        )
+        envelope = envelope.to(device=masks.device, dtype=masks.dtype)
+        if ripple_energy <= RIPPLE_TOLERANCE * energy:  # block-constant (to rounding, or within the tolerance)
+            return coarse, envelope, None, None
+        if ripple_energy > 0.25 * energy:
+            return none
+        flat = ripple.reshape(k * k, -1)
+        _, values, vh = torch.linalg.svd(flat.detach().T.conj(), full_matrices=False)  # columns: sub-pixel patterns
+        dropped = torch.flip(torch.cumsum(torch.flip(values.square(), (0,)), 0), (0,))  # energy left out from r on
+        keep = int((dropped > RIPPLE_TOLERANCE * energy).sum())
+        basis = vh[:keep].conj().T.to(flat.dtype)  # (k², R): orthonormal sub-pixel patterns
+        components = (basis.conj().T @ flat).reshape(keep, *coarse.shape)  # c_r = <pattern_r, t_ab - mean>
+        point = self.geometry.pixel_envelope.to(envelope.device, envelope.dtype)
+        ramps = self.geometry.subpixel_ramps().to(envelope.device, envelope.dtype) * point  # E_ab, (k², W, W)
+        envelopes = torch.einsum("ar,ahw->rhw", basis, ramps)
+        return coarse, envelope, components, envelopes
 
     @property
     def factorised(self) -> bool:
-        """Whether the macro-pixel envelope factorisation is in use (cost of ``k = 1``)."""
+        """Whether the polyphase macro-pixel factorisation is in use (band-sized FFTs instead of the SLM grid's)."""
         return self._coarse is not None
 
     @property
@@ -446,7 +495,11 @@ class CDPOperator:
         geo = self.geometry
         x = as_complex(x).to(self.masks.dtype)
         if self._coarse is not None:
-            return geo.periodic(centred_fft2(_embed(x[:, None] * self._coarse[None], geo.band))) * self._envelope
+            z = geo.periodic(centred_fft2(_embed(x[:, None] * self._coarse[None], geo.band))) * self._envelope
+            if self._ripple is not None:
+                parts = geo.periodic(centred_fft2(_embed(x[:, None, None] * self._ripple[None], geo.band)))
+                z = z + (parts * self._ripple_envelopes[None, :, None]).sum(dim=1)
+            return z
         x = macro_upsample(x, geo.macro_pixel)
         return geo.detector_field(geo.embed(x[:, None] * self.masks[None]))
 
@@ -461,7 +514,11 @@ class CDPOperator:
         z = as_complex(z).to(self.masks.dtype)
         if self._coarse is not None:
             u = _crop(centred_ifft2(geo.fold(z * self._envelope.conj())), geo.n)
-            return (u * self._coarse.conj()[None]).sum(dim=1)
+            x = (u * self._coarse.conj()[None]).sum(dim=1)
+            if self._ripple is not None:
+                parts = _crop(centred_ifft2(geo.fold(z[:, None] * self._ripple_envelopes.conj()[None, :, None])), geo.n)
+                x = x + (parts * self._ripple.conj()[None]).sum(dim=(1, 2))
+            return x
         if geo.detector_shape != geo.field_shape:
             rows, cols = geo.detector_window()
             full = z.new_zeros(z.shape[:-2] + geo.field_shape)
@@ -553,11 +610,19 @@ class CDPOperator:
         inverse applied (so solvers see the ``k = 1`` problem).
         """
         if self._coarse is not None:
-            geo, envelope = self.geometry, self._envelope
-            u = _crop(centred_ifft2(geo.fold(z * envelope.conj()) / geo.fold(envelope.abs().square())), geo.n)
-            power = self._coarse.abs().square().sum(dim=0).clamp_min(1e-12)
-            return (u * self._coarse.conj()[None]).sum(dim=1) / power
+            x = self._block_mean_inverse(z)
+            if self._ripple is not None:  # Richardson steps: exact on the range when the ripple is small
+                for _ in range(self.RIPPLE_REFINE_STEPS):
+                    x = x + self._block_mean_inverse(z - self.A_linear(x))
+            return x
         return self.A_linear_adjoint(z) / self.gram_diagonal().clamp_min(1e-12)
+
+    def _block_mean_inverse(self, z: torch.Tensor) -> torch.Tensor:
+        """The exact pseudo-inverse of the block-mean part ``E_0 D[x c_0]`` of the operator."""
+        geo, envelope = self.geometry, self._envelope
+        u = _crop(centred_ifft2(geo.fold(z * envelope.conj()) / geo.fold(envelope.abs().square())), geo.n)
+        power = self._coarse.abs().square().sum(dim=0).clamp_min(1e-12)
+        return (u * self._coarse.conj()[None]).sum(dim=1) / power
 
     def normalise_intensities(self, y: torch.Tensor) -> torch.Tensor:
         """Rescale measured CDPs ``(B, L, *camera_shape)`` (photons, ADU, ...) to the model's units.

@@ -146,11 +146,12 @@ class SLMModel(torch.nn.Module):
         return macro_upsample(phase_rad, self.spec.macro_pixel)
 
     def forward(self, phase_rad: torch.Tensor) -> torch.Tensor:
-        """Realised phase (radians; the level's retardance, equal to the wrapped phase modulo 2π) on the SLM
-        grid, differentiable by straight-through estimation; crosstalk blurs the retardance."""
+        """Realised phase (radians) on the SLM grid, differentiable by straight-through estimation; with crosstalk,
+        the level's retardance (equal to the wrapped phase modulo 2π), which is what crosstalk blurs."""
         wrapped = torch.remainder(self.upsample(phase_rad), TWO_PI)
         gray = self.phase_to_gray(wrapped)
-        realised = self.level_retardance.to(gray.device)[gray].to(wrapped.dtype)
+        table = self.level_retardance if self.spec.crosstalk_sigma_px > 0 else self.level_phase  # equal mod 2π
+        realised = table.to(gray.device)[gray].to(wrapped.dtype)
         out = wrapped + (realised - wrapped).detach()
         return crosstalk_blur(out, self.spec.crosstalk_sigma_px)
 
