@@ -13,28 +13,23 @@ import h5py
 import numpy as np
 import pytest
 import torch
-import yaml
 from conftest_devices import fresh_sim_devices  # noqa: F401
-from test_bench_fixture import fixture_bench
 from typer.testing import CliRunner
 
-from calibration.yaml_keys import update_section_keys
 from drivers.sim_optics import sample_phase
-from drivers.slm import roi_slices
-from drivers.slmsuite_bench import FixtureSLM
 from hil.bench.bench import Bench
 from hil.bench.capture import CaptureSettings, capture_cdp
 from hil.bench.config import load_bench
 from hil.bench.reconstruct import load_capture, reconstruct_classical
+from hil.benchmarks.calibrated_model import write_hidden_calibration, wrong_registration
 from hil.benchmarks.calibration_fixture import hidden_camera_to_model, hidden_gamma
 from hil.cli import app
 from hil.common.metrics import phase_psnr
 from hil.learning.bundle import BundleError, load_bundle, save_bundle
 from hil.learning.decoders import DecoderConfig
 from hil.learning.training import TrainConfig, build_model
-from hil.physics.optics import macro_sum
 from hil.physics.registration import Registration, load_registration
-from hil.physics.slm_field import SLMField, load_slm_field
+from hil.physics.slm_field import load_slm_field
 from hil.physics.system import load_system
 
 RUNNER = CliRunner()
@@ -46,41 +41,14 @@ def _invoke(*args):
 
 
 def calibrated_fixture(tmp_path: Path) -> Path:
-    """``configs/bench_fixture.yaml`` in ``tmp_path`` calibrated with its hidden values: radiometry, gamma and
-    crosstalk in the system file, the registration and the SLM-plane field (block mean over each macro-pixel of
-    the beam amplitude times the aberration) as the calibration files the bench config names."""
-    cfg = fixture_bench(tmp_path)
-    doc = yaml.safe_load(cfg.read_text())
-    slm_kw, cam_kw = doc["slm"]["kwargs"], doc["camera"]["kwargs"]
-    system_yaml = tmp_path / doc["system"]
-    radiometry = {key: cam_kw[key] for key in ("gain_adu_per_e", "dark_offset_adu", "read_noise_e")}
-    update_section_keys(system_yaml, "camera", radiometry, validate=load_system)
-    response = {"gamma": [round(float(g), 6) for g in hidden_gamma(cfg)], "crosstalk_sigma_px": 0.6}
-    update_section_keys(system_yaml, "slm", response, validate=load_system)
-    system = load_system(system_yaml)
-    n, k = system.optics.n, system.slm.macro_pixel
-    slm = FixtureSLM(**slm_kw)
-    rows, cols = roi_slices(slm.shape, (k * n, k * n), tuple(doc["slm"]["roi_offset_px"]))
-    fine = np.abs(slm.source["amplitude_sim"])[rows, cols] * np.exp(1j * slm.aberration_rad[rows, cols])
-    SLMField.from_complex((macro_sum(torch.from_numpy(fine), k) / k**2).numpy()).save(tmp_path / "field.json")
-    camera_shape = (cam_kw["resolution"][1], cam_kw["resolution"][0])
-    detector_shape = system.geometry().detector_shape
-    Registration(hidden_camera_to_model(cfg), detector_shape, camera_shape, math.nan).save(tmp_path / "reg.json")
-    doc["calibration"] = {"registration": "reg.json", "field": "field.json"}
-    cfg.write_text(yaml.safe_dump(doc))
-    return cfg
+    """``configs/bench_fixture.yaml`` in ``tmp_path`` calibrated with its hidden values (radiometry, gamma and
+    crosstalk in the system file; registration and SLM-plane field named in the bench config)."""
+    return write_hidden_calibration(tmp_path, "default")
 
 
-def wrong_registration(tmp_path: Path, cfg: Path) -> Path:
-    """The hidden registration turned by 4 degrees and shifted by 1.5 model pixels."""
-    registration = json.loads((tmp_path / "reg.json").read_text())
-    t = math.radians(4.0)
-    turn = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
-    matrix = np.asarray(registration["camera_to_model"])
-    wrong = np.hstack([turn @ matrix[:, :2], (matrix[:, 2] + 1.5)[:, None]])
-    return Registration(wrong, tuple(registration["model_shape"]), tuple(registration["camera_shape"]), 0.0).save(
-        tmp_path / "wrong.json"
-    )
+def wrong_registration_file(tmp_path: Path) -> Path:
+    """The hidden registration turned by 4 degrees and shifted by 1.5 model pixels, as a file."""
+    return wrong_registration(load_registration(tmp_path / "reg.json")).save(tmp_path / "wrong.json")
 
 
 def nominal_bundle(tmp_path: Path) -> Path:
@@ -163,7 +131,7 @@ def test_reconstruction_stays_on_camera_pixels(captured, monkeypatch):
         raise AssertionError("a camera frame was resampled onto the model grid")
 
     monkeypatch.setattr(Registration, "resample", forbidden)
-    wrong = load_registration(wrong_registration(tmp, cfg))
+    wrong = load_registration(wrong_registration_file(tmp))
     torch.manual_seed(0)
     right_db, wrong_db = [], []
     for path, truth in zip(paths, truths, strict=True):
@@ -192,7 +160,7 @@ def test_cli_reconstructs_the_capture_at_the_cameras_size(captured, tmp_path):
 def test_deploy_verify_measures_against_the_calibrated_model(tmp_path, wrong, fresh_sim_devices):  # noqa: F811
     cfg = calibrated_fixture(tmp_path)
     bundle = nominal_bundle(tmp_path)
-    extra = ["--registration", wrong_registration(tmp_path, cfg)] if wrong else []
+    extra = ["--registration", wrong_registration_file(tmp_path)] if wrong else []
     result = _invoke("deploy", bundle, "--bench", cfg, "--verify", *extra)
     output = " ".join(result.output.split())
     correlation = float(output.split("camera pixels: correlation ")[1].split(" ")[0])
@@ -233,3 +201,17 @@ def test_a_bundle_survives_a_measured_lut(tmp_path, fresh_sim_devices):  # noqa:
     message = str(error.value)
     assert "optics.pad_factor is 2 in the bundle, 4 here" in message
     assert "gamma" not in message and "\n" not in message and len(message) < 300
+
+
+def test_demo_captures_and_reconstructs_through_the_bench_configs_model(tmp_path, fresh_sim_devices):  # noqa: F811
+    cfg = calibrated_fixture(tmp_path)
+    args = ["demo", "--bench", cfg, "--random-mask", "--out", tmp_path / "runs", "--samples", "phase_screen"]
+    result = _invoke(*args, "--raar-iterations", 50, "--repeats", 1)
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs").iterdir()
+    rows = json.loads((run / "metrics.json").read_text())
+    assert [r["method"] for r in rows] == ["RAAR 50 it"]
+    loaded = load_capture(run / "capture0_phase_screen.h5")
+    assert loaded.y.shape == (1, 1, 40, 48) and loaded.model.field is not None
+    np.testing.assert_allclose(loaded.model.registration.camera_to_model, hidden_camera_to_model(cfg), atol=1e-12)
+    assert rows[0]["psnr_db"] > 12.0  # 15.3 measured; a random phase map scores about 5 dB
