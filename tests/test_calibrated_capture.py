@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest_devices import fresh_sim_devices  # noqa: F401
 from typer.testing import CliRunner
 
@@ -34,6 +35,15 @@ from hil.physics.system import load_system
 
 RUNNER = CliRunner()
 KINDS = ("cells", "phase_screen")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small FFTs and sparse products: one thread is many times faster than two on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _invoke(*args):
@@ -193,6 +203,13 @@ def test_a_bundle_survives_a_measured_lut(tmp_path, fresh_sim_devices):  # noqa:
     result = _invoke("finetune", bundle, *paths, "--out", tmp_path / "tuned", "--steps", 2)
     assert result.exit_code == 0, result.output
     assert load_bundle(tmp_path / "tuned").manifest["finetune"]["captures_sha256"]
+    doc = yaml.safe_load(cfg.read_text())
+    doc["calibration"].pop("field")  # the same bench, another calibration
+    cfg.write_text(yaml.safe_dump(doc))
+    other_model = tmp_path / "c2.h5"
+    assert _invoke("capture", "--out", other_model, "--bundle", bundle, "--bench", cfg, "--frames", 1).exit_code == 0
+    result = _invoke("finetune", bundle, *paths, other_model, "--out", tmp_path / "tuned2", "--steps", 1)
+    assert "c2.h5: recorded with another calibrated model (system, registration or field)" in str(result.exception)
 
     system = load_bench(cfg).system
     other = dataclasses.replace(system, optics=dataclasses.replace(system.optics, pad_factor=4))

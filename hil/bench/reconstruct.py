@@ -47,9 +47,9 @@ def to_model_units(op: CDPOperator, photons: torch.Tensor) -> torch.Tensor:
     On the model's own detector (binning) the energy fixes the scale exactly
     (:meth:`~hil.physics.optics.CDPOperator.normalise_intensities`). A registered camera need not cover the
     model's detector window, nor lie inside it, so no energy balance holds: the frame is scaled so that its
-    pixels inside the window sum to what the model predicts there for a flat object (the mask's own speckle,
-    within 2 % of the truth's on the fixture bench, ``tests/test_calibrated_capture.py``), and pixels outside the
-    window, which the model cannot predict, are set to 0 (no solver or loss uses them).
+    pixels inside the window sum to what the model predicts there for a flat object (the mask's own speckle:
+    within 3.5 % of the prediction for the true sample on the fixture benches, ``benchmarks/calibrated_model.md``),
+    and pixels outside the window, which the model cannot predict, are set to 0 (no solver or loss uses them).
     """
     expected = op.camera_shape
     if tuple(photons.shape) != expected:
