@@ -232,3 +232,16 @@ def test_demo_captures_and_reconstructs_through_the_bench_configs_model(tmp_path
     assert loaded.y.shape == (1, 1, 40, 48) and loaded.model.field is not None
     np.testing.assert_allclose(loaded.model.registration.camera_to_model, hidden_camera_to_model(cfg), atol=1e-12)
     assert rows[0]["psnr_db"] > 12.0  # 15.3 measured; a random phase map scores about 5 dB
+
+
+def test_a_broken_calibration_file_is_named_before_any_device(tmp_path, monkeypatch):
+    def forbidden(self):
+        raise AssertionError("the bench was opened")
+
+    monkeypatch.setattr(Bench, "__enter__", forbidden)
+    cfg = calibrated_fixture(tmp_path)
+    np.save(tmp_path / "m.npy", np.zeros((16, 16)))
+    (tmp_path / "reg.json").write_text("{}")
+    result = _invoke("capture", "--out", tmp_path / "c.h5", "--mask", tmp_path / "m.npy", "--bench", cfg)
+    assert "reg.json: not a registration file" in str(result.exception)
+    assert not (tmp_path / "c.h5").exists()

@@ -105,9 +105,9 @@ def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def record_model(log: FrameLog, spec: BenchSpec) -> BenchModel:
-    """Write the bench's calibrated model (system, registration, field; see the module docstring) into ``log``."""
-    model = spec.model()
+def record_model(log: FrameLog, spec: BenchSpec, model: BenchModel) -> None:
+    """Write the bench's calibrated ``model`` (``spec.model()``: system, registration, field; see the module
+    docstring) into ``log``, with the calibration files it came from."""
     files = {
         key: {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
         for key, path in spec.calibration_files.items()
@@ -119,7 +119,6 @@ def record_model(log: FrameLog, spec: BenchSpec) -> BenchModel:
     if model.field is not None:
         log.store("field/amplitude", np.abs(model.field))
         log.store("field/phase_rad", np.angle(model.field))
-    return model
 
 
 def _read_registration(h5: h5py.File) -> Registration:
@@ -169,6 +168,7 @@ def capture_cdp(bench: Bench, mask_rad: np.ndarray, settings: CaptureSettings, p
     (:func:`record_model`; read by :func:`hil.bench.reconstruct.load_capture`).
     """
     camera = bench.spec.system.camera  # the calibrated sensor (hil calibrate radiometry)
+    model = bench.spec.model()  # a broken calibration file stops the capture before any frame is taken
     exposure_s = bench.set_exposure(settings.exposure_s) if settings.exposure_s is not None else None
     exposure_s = float(bench.camera.get_exposure()) if exposure_s is None else exposure_s
     bench.show_mask(mask_rad)
@@ -176,7 +176,7 @@ def capture_cdp(bench: Bench, mask_rad: np.ndarray, settings: CaptureSettings, p
     settings_record = {"capture": to_mapping(settings), "bench": to_mapping(bench.spec.config)}
     with FrameLog(path, "capture", settings_record, seed=bench.spec.config.seed) as log:
         mask_bytes = np.ascontiguousarray(mask_rad, dtype=np.float64).tobytes()
-        record_model(log, bench.spec)
+        record_model(log, bench.spec, model)
         log.set_attrs(
             camera_spec_json=json.dumps(to_mapping(camera)),
             mask_sha256=hashlib.sha256(mask_bytes).hexdigest(),

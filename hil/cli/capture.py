@@ -44,6 +44,7 @@ def capture(
         mask_rad = load_bundle(bundle, expect_system=spec.system).mask_rad[0].numpy().astype(np.float64)
     else:
         mask_rad = load_mask(mask, spec.system.optics.n)
+    spec.model()  # the calibration files the bench config names are read and checked before any device
     settings = CaptureSettings(frames, dark_frames, exposure_s, max_saturated_fraction, auto_exposure)
     check_output(ensure_new(out, overwrite), overwrite)  # a writable place, before any device is touched
     calibrated = ", ".join(f"{k} {v}" for k, v in spec.calibration_files.items()) or "none named in the bench config"
