@@ -12,7 +12,9 @@ mean over each macro-pixel of the beam amplitude times the aberration) as the fi
 * a sample-free capture of the mask is compared with the model's prediction (``calibration.verify``);
 
 each through the calibrated model and through models that lack one part: no SLM-plane field, the nominal
-phase response (no gamma, no crosstalk), a registration 4 degrees and 1.5 model pixels off. Rows: phase PSNR
+phase response (no gamma, no crosstalk), a registration 4 degrees and 1.5 model pixels off; and, as the
+ideal, frames the calibrated model itself predicts at the same photons (shot noise only), reconstructed
+through it. Rows: phase PSNR
 per sample, the correlation of the frame with the model's prediction of the true sample (consistency on
 camera pixels), the ratio of the normalised frame's sum to that prediction's, and the verification's
 correlation and chance level. Results: ``benchmarks/calibrated_model.json`` and ``.md``.
@@ -53,6 +55,7 @@ from hil.physics.system import load_system
 KINDS = ("cells", "phase_screen", "resolution_target", "natural")
 ITERATIONS = 200
 WRONG_TURN_DEG, WRONG_SHIFT_PX = 4.0, 1.5
+IDEAL = "ideal: frames from the calibrated model (shot noise)"
 
 
 def write_hidden_calibration(folder: Path, name: str = "default") -> Path:
@@ -119,18 +122,26 @@ def run_bench(name: str, folder: Path, seed: int = 0) -> list[dict]:
             bench.slm.slm.set_sample(truth)
             paths.append(capture_cdp(bench, mask, settings, folder / f"{kind}.h5").path)
     captures = [load_capture(path) for path in paths]
+    measured = [_photons(path, captured) for path, captured in zip(paths, captures, strict=True)]
+    objects = [torch.polar(torch.ones((1, n, n), dtype=torch.float64), torch.from_numpy(t)).to(torch.complex128)
+               for t in truths]  # fmt: skip
+    calibrated = captures[0].model
+    generator = torch.Generator().manual_seed(seed)
+    flat = torch.ones_like(objects[0])
+    twin = {"empty": _twin_photons(calibrated, mask, flat, torch.from_numpy(empty), 4, generator),
+            "frames": [_twin_photons(calibrated, mask, x, like, 4, generator)
+                       for x, like in zip(objects, measured, strict=True)]}  # fmt: skip
     rows = []
-    for label, model in variants(captures[0].model).items():
+    for label, model in {**variants(calibrated), IDEAL: calibrated}.items():
         op = model.operator(mask)
-        verified = verify_mask(model, mask, empty)
+        frames, empty_frame = (twin["frames"], twin["empty"].numpy()) if label == IDEAL else (measured, empty)
+        verified = verify_mask(model, mask, empty_frame)
         row = {"bench": name, "model": label, "verify_correlation": verified["correlation"],
                "verify_chance": verified["chance"], "verify_residual_rel": verified["residual_rel"]}  # fmt: skip
-        for kind, path, captured, truth in zip(KINDS, paths, captures, truths, strict=True):
-            y = to_model_units(op, _photons(path, captured))
-            x = torch.polar(torch.ones((1, n, n), dtype=torch.float64), torch.from_numpy(truth)).to(torch.complex128)
+        for kind, photons, x, truth in zip(KINDS, frames, objects, truths, strict=True):
+            y = to_model_units(op, photons)
             with torch.no_grad():
                 predicted = op.A(x)
-            torch.manual_seed(seed)
             phase = reconstruct_classical(op, y, ITERATIONS, seed=seed)
             row[f"psnr_db_{kind}"] = float(phase_psnr(phase, torch.from_numpy(truth)[None]))
             row[f"consistency_{kind}"] = float(np.corrcoef(y.ravel().numpy(), predicted.ravel().numpy())[0, 1])
@@ -138,6 +149,20 @@ def run_bench(name: str, folder: Path, seed: int = 0) -> list[dict]:
         row["psnr_db_mean"] = float(np.mean([row[f"psnr_db_{kind}"] for kind in KINDS]))
         rows.append(row)
     return rows
+
+
+def _twin_photons(
+    model: BenchModel, mask: np.ndarray, x: torch.Tensor, like: torch.Tensor, frames: int, generator: torch.Generator
+) -> torch.Tensor:
+    """The frame ``model`` predicts for object ``x``, scaled to the photons of the measured frame ``like`` on the
+    pixels the model sees, with the shot noise of ``frames`` averaged frames (the ideal: a bench that is its
+    model)."""
+    op = model.operator(mask)
+    with torch.no_grad():
+        clean = op.A(x)[0, 0]
+    seen = op.detector.forward(torch.ones(op.geometry.detector_shape, dtype=clean.dtype)) > 0
+    rate = clean * (like.double()[seen].clamp_min(0).sum() / clean[seen].sum())
+    return torch.poisson(rate * frames, generator=generator) / frames
 
 
 def _photons(path: Path, captured: LoadedCapture) -> torch.Tensor:
