@@ -6,16 +6,20 @@ operator predicts for the decoder's output and the measured one,
     L = mean((sqrt(A(x̂)) - sqrt(y))²) / mean(y),
 
 with ``x̂`` the decoder's output object and ``y`` the captured CDP in model units (the amplitude form
-is the variance-stabilised Poisson likelihood). The mask and the SLM model stay fixed; only the
-decoder's weights move (Adam, few steps). Captures are split into training and held-out sets;
-the weights with the lowest held-out loss are kept (the unchanged decoder included, so the loss
-never gets worse), and a NEW bundle is written with the provenance of the run.
+is the variance-stabilised Poisson likelihood). ``A`` is the calibrated model the captures record
+(:func:`hil.bench.reconstruct.load_capture`: the measured SLM response, the SLM-plane field, the
+registered camera), so frames stay on the camera's own pixels and the decoder is told the bench it
+runs on. The mask and the model stay fixed; only the decoder's weights move (Adam, few steps).
+Captures are split into training and held-out sets; the weights with the lowest held-out loss are
+kept (the unchanged decoder included, so the loss never gets worse), and a NEW bundle is written
+with the provenance of the run.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hil.bench.reconstruct import load_capture
-from hil.learning.bundle import Bundle, load_bundle, save_bundle
+from hil.bench.reconstruct import LoadedCapture, load_capture, single_precision
+from hil.learning.bundle import Bundle, compatibility_problems, load_bundle, save_bundle
 from hil.learning.coded_system import CodedSystem
 from hil.physics.optics import CDPOperator
 
@@ -59,67 +63,94 @@ class FinetuneResult:
 
 @dataclass
 class MeasuredSet:
-    """Captured CDPs in model units ``(B, 1, Hd, Wd)`` with their photons per pixel ``(B,)``."""
+    """Captured CDPs in model units ``(B, 1, height, width)`` with their photons per pixel ``(B,)`` and the
+    calibrated operator they were recorded through (complex64)."""
 
     y: torch.Tensor
     photons: torch.Tensor
     paths: tuple[str, ...]
+    op: CDPOperator
+
+
+def _model_record(captured: LoadedCapture) -> tuple:
+    """What identifies a capture's calibrated model (system, registration, field), for comparison."""
+    model = captured.model
+    registration = None if model.registration is None else json.dumps(model.registration.to_dict())
+    field = None if model.field is None else np.asarray(model.field).tobytes()
+    return model.system, registration, field
 
 
 def load_measured(paths: list[Path], bundle: Bundle) -> MeasuredSet:
-    """Read captures and check each was taken with the bundle's mask on the bundle's system."""
-    ys, photons = [], []
+    """Read captures; each must be taken with the bundle's mask on a system the bundle fits
+    (:func:`compatibility_problems`: a measured SLM response or radiometry is no mismatch), all through
+    one calibrated model."""
+    ys, photons, first = [], [], None
     for path in paths:
         captured = load_capture(path)
-        for part in ("optics", "slm"):
-            if getattr(captured.system, part) != getattr(bundle.system_config, part):
-                raise ValueError(f"{path}: captured with another {part} config than the bundle's")
+        problems = compatibility_problems(bundle.system_config, captured.system)
+        if problems:
+            raise ValueError(f"{path}: captured on another system than the bundle's: {'; '.join(problems)}")
         if not np.allclose(bundle.mask_rad[0].double().numpy(), captured.mask_rad.numpy(), atol=1e-6):
             raise ValueError(f"{path}: captured with another mask than the bundle's")
+        if first is None:
+            first = captured
+        elif _model_record(captured) != _model_record(first):
+            raise ValueError(
+                f"{path}: recorded with another calibrated model (system, registration or field) than {paths[0]}: "
+                "fine-tune on captures of one calibration"
+            )
         ys.append(captured.y[0].float())
         photons.append(captured.photons_per_pixel)
-    return MeasuredSet(torch.stack(ys), torch.tensor(photons, dtype=torch.float32), tuple(str(p) for p in paths))
+    return MeasuredSet(
+        torch.stack(ys), torch.tensor(photons, dtype=torch.float32), tuple(str(p) for p in paths),
+        single_precision(first.op),
+    )  # fmt: skip
 
 
-def consistency_loss(system: CodedSystem, op: CDPOperator, measured: MeasuredSet) -> torch.Tensor:
-    """Mean amplitude mismatch (relative to the measured mean) of the decoder's output on ``measured``."""
+def consistency_loss(system: CodedSystem, measured: MeasuredSet) -> torch.Tensor:
+    """Mean amplitude mismatch (relative to the measured mean) of the decoder's output on ``measured``,
+    through the calibrated operator the captures were recorded with."""
+    op = measured.op
     predicted = op.A(system(op, measured.y, measured.photons).x)
     mismatch = (predicted.clamp_min(0).sqrt() - measured.y.clamp_min(0).sqrt()).square().mean(dim=(1, 2, 3))
     return (mismatch / measured.y.mean(dim=(1, 2, 3))).mean()
 
 
-def _split(paths: list[Path], holdout: int) -> tuple[list[Path], list[Path]]:
-    if len(paths) == 1 or holdout == 0:
-        return paths, paths
-    if holdout >= len(paths):
-        raise ValueError(f"holdout {holdout} leaves no training capture out of {len(paths)}")
-    return paths[:-holdout], paths[-holdout:]
+def _split(measured: MeasuredSet, holdout: int) -> tuple[MeasuredSet, MeasuredSet]:
+    """(training, held-out): the last ``holdout`` captures held out; one capture (or ``holdout`` 0) is both."""
+    count = len(measured.paths)
+    if count == 1 or holdout == 0:
+        return measured, measured
+
+    def part(rows: slice) -> MeasuredSet:
+        return MeasuredSet(measured.y[rows], measured.photons[rows], measured.paths[rows], measured.op)
+
+    return part(slice(0, count - holdout)), part(slice(count - holdout, count))
 
 
 def finetune(bundle: Bundle, captures: list[Path], settings: FinetuneSettings) -> tuple[CodedSystem, FinetuneResult]:
     """Fine-tune a copy of the bundle's decoder; returns it and the losses (the bundle is untouched)."""
     if not captures:
         raise ValueError("give at least one capture file")
+    if settings.holdout >= len(captures) > 1:  # before any capture is read
+        raise ValueError(f"holdout {settings.holdout} leaves no training capture out of {len(captures)}")
     torch.manual_seed(settings.seed)
-    train_paths, heldout_paths = _split(list(captures), settings.holdout)
-    train_set, heldout_set = load_measured(train_paths, bundle), load_measured(heldout_paths, bundle)
+    train_set, heldout_set = _split(load_measured(list(captures), bundle), settings.holdout)
     system = copy.deepcopy(bundle.system)
     system.mask_rad.requires_grad_(False)
-    with torch.no_grad():
-        op = system.operator()
     optimiser = torch.optim.Adam(system.decoder.parameters(), lr=settings.lr)
 
     def evaluate(measured: MeasuredSet) -> float:
         system.eval()
         with torch.no_grad():
-            return float(consistency_loss(system, op, measured))
+            return float(consistency_loss(system, measured))
 
     heldout_before, train_before = evaluate(heldout_set), evaluate(train_set)
     best_loss, best_step, best_state = heldout_before, 0, copy.deepcopy(system.decoder.state_dict())
     for step in range(1, settings.steps + 1):
         system.train()
         optimiser.zero_grad()
-        loss = consistency_loss(system, op, train_set)
+        loss = consistency_loss(system, train_set)
         if not torch.isfinite(loss):
             break
         loss.backward()

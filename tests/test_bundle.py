@@ -133,5 +133,5 @@ def test_a_deeply_nested_manifest_is_refused(student_bundle, tmp_path):
 def test_bundle_for_another_system_is_rejected(student_bundle):
     path, _, _, system_cfg = student_bundle
     other = dataclasses.replace(system_cfg, slm=dataclasses.replace(system_cfg.slm, bitdepth=10))
-    with pytest.raises(BundleError, match="made for slm"):
+    with pytest.raises(BundleError, match=r"made for another system than this one: slm.bitdepth is 8 in the bundle"):
         load_bundle(path, expect_system=other)

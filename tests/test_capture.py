@@ -95,5 +95,5 @@ def test_capture_settings_and_grid_mismatch_are_named():
     with pytest.raises(ValueError, match="need frames >= 1"):
         CaptureSettings(frames=0)
     op = CDPGeometry(16).operator(torch.zeros(1, 16, 16))
-    with pytest.raises(ValueError, match=r"captured CDP has shape \(30, 32\) .* detector grid is \(32, 32\)"):
+    with pytest.raises(ValueError, match=r"captured CDP has shape \(30, 32\) .* the model predicts \(32, 32\)"):
         to_model_units(op, torch.ones(30, 32))

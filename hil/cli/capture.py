@@ -44,9 +44,14 @@ def capture(
         mask_rad = load_bundle(bundle, expect_system=spec.system).mask_rad[0].numpy().astype(np.float64)
     else:
         mask_rad = load_mask(mask, spec.system.optics.n)
+    spec.model()  # the calibration files the bench config names are read and checked before any device
     settings = CaptureSettings(frames, dark_frames, exposure_s, max_saturated_fraction, auto_exposure)
     check_output(ensure_new(out, overwrite), overwrite)  # a writable place, before any device is touched
-    console.print(f"plan: {dark_frames} dark + {frames} light frames, mask {mask_rad.shape}, bench {bench_config}")
+    calibrated = ", ".join(f"{k} {v}" for k, v in spec.calibration_files.items()) or "none named in the bench config"
+    console.print(
+        f"plan: {dark_frames} dark + {frames} light frames, mask {mask_rad.shape}, bench {bench_config}; "
+        f"the file records the calibrated model (system config; calibration files: {calibrated})"
+    )
     if dry_run:
         console.print("dry run: configs and mask are valid; nothing was sent to any device")
         return

@@ -5,6 +5,9 @@ or ``--random-mask`` (RAAR only): mask -> SLM through its phase LUT -> for each 
 phase screen, a resolution target, a natural image, set on the simulated bench) dark frames and
 one CDP (checked, stored in HDF5) -> bench left safe -> each CDP reconstructed by the student and
 by RAAR, timed with a warm-up and the median of repeats -> ``index.html`` report, table, provenance.
+Captures and reconstructions use the bench config's calibrated model (measured SLM response, camera
+registration, SLM-plane field; :meth:`hil.bench.config.BenchSpec.model`), which every capture file
+records; frames stay on the camera's own pixels.
 """
 
 from __future__ import annotations
@@ -129,12 +132,12 @@ def _decode(captured, bundle, raar_iterations: list[int], repeats: int) -> tuple
     from hil.bench.reconstruct import reconstruct_bundle, reconstruct_classical
     from hil.common.timing import median_time_s
 
-    y = captured.y.float()
+    y, op = captured.y, captured.op
     methods = {}
     if bundle is not None:
-        methods["student"] = lambda: reconstruct_bundle(bundle, y, captured.photons_per_pixel)
+        methods["student"] = lambda: reconstruct_bundle(bundle, op, y, captured.photons_per_pixel)
     for iterations in raar_iterations:
-        methods[f"RAAR {iterations} it"] = lambda it=iterations: reconstruct_classical(captured.op, y, it)
+        methods[f"RAAR {iterations} it"] = lambda it=iterations: reconstruct_classical(op, y, it)
     estimates, ms = {}, {}
     for name, run in methods.items():
         phase, seconds = median_time_s(run, repeats=repeats)

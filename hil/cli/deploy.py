@@ -2,17 +2,17 @@
 
 A bundle's mask is a phase design in radians. The gray image is made now, through the bench's
 phase response: the system's measured ``slm.gamma`` (``hil calibrate slm-response``), which the
-bench hands to the SLM's ``set_gamma``. A bundle is therefore not tied to the response it was
-trained with: only the geometry (optics, bit depth, macro-pixels, gamma sign) must match.
+bench hands to the SLM's ``set_gamma``. A bundle is therefore not tied to the response or the
+radiometry it was trained with: only the geometry must match
+(:func:`hil.learning.bundle.compatibility_problems`; a mismatch is named key by key).
 ``--verify`` measures: a capture of the deployed mask with the sample out of the beam, against the
-calibrated model's prediction on camera pixels (:mod:`calibration.predict`), next to the same
-comparison for masks that were not deployed (the chance level); exit status 1 when it is not
-clearly above chance.
+bench's calibrated model (:meth:`hil.bench.config.BenchSpec.model`: measured response, SLM-plane
+field, registered camera) on camera pixels (:mod:`calibration.verify`), next to the same comparison
+for masks that were not deployed (the chance level); exit status 1 when it is not clearly above chance.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import typer
@@ -24,26 +24,15 @@ from hil.cli.options import check_exposure
 MIN_CORRELATION_OVER_CHANCE = 2.0  # the deployed mask's correlation over the largest control's
 
 
-def compatibility_problems(bundle_system, system) -> list[str]:
-    """The keys (``part.key``) in which the bench's system differs from the bundle's, the SLM's
-    measured response excepted."""
-    problems = []
-    for part in ("optics", "slm"):
-        ours, theirs = getattr(system, part), getattr(bundle_system, part)
-        for f in dataclasses.fields(ours):
-            if (part, f.name) != ("slm", "gamma") and (part, f.name) != ("slm", "phase_range_rad"):
-                if getattr(ours, f.name) != getattr(theirs, f.name):
-                    problems.append(f"{part}.{f.name}")
-    return problems
-
-
 def deploy(
     bundle: Path = typer.Argument(..., help="Model bundle folder (hil train writes <run>/bundle)."),
     bench_config: Path = typer.Option(DEFAULT_BENCH, "--bench", help="Bench config (YAML)."),
     verify: bool = typer.Option(
         False, "--verify", help="Capture the deployed mask (sample out of the beam) and compare it with the model."
     ),
-    registration: Path = typer.Option(None, help="Camera-to-model registration (hil calibrate geometry)."),
+    registration: Path = typer.Option(
+        None, help="Use this camera registration instead of the bench config's calibration.registration."
+    ),
     frames_count: int = typer.Option(4, "--frames", min=1, help="Lit (and dark) frames averaged for --verify."),
     exposure_s: float = typer.Option(None, help="Camera exposure (s) for --verify (default: the bench's)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate bundle and bench only; touch no device."),
@@ -53,14 +42,15 @@ def deploy(
     from hil.bench.bench import Bench
     from hil.bench.config import load_bench
     from hil.learning.bundle import load_bundle
+    from hil.physics.bench_model import BenchModel
     from hil.physics.registration import load_registration
 
     console = Console()
     spec = load_bench(bench_config, import_plugins=not dry_run)
-    loaded = load_bundle(bundle)
-    problems = compatibility_problems(loaded.system_config, spec.system)
-    if problems:
-        raise ValueError(f"{bundle}: made for another system than the bench's: {', '.join(problems)} differ")
+    loaded = load_bundle(bundle, expect_system=spec.system)
+    model = spec.model()
+    if registration is not None:
+        model = BenchModel(model.system, load_registration(registration), model.field)
     mask = loaded.mask_rad[0].double().numpy()
     slm = spec.system.slm
     response = f"measured response ({len(slm.gamma)} levels)" if slm.gamma else "nominal linear response"
@@ -68,7 +58,6 @@ def deploy(
         f"bundle {bundle}: mask {mask.shape} (height, width) in radians, through the {response}; {slm.bitdepth}-bit, "
         f"macro-pixel {slm.macro_pixel}, SLM ROI {slm.macro_pixel * mask.shape[0]} px square, bench {bench_config}"
     )
-    registered = load_registration(registration) if registration is not None else None
     check_exposure(spec, exposure_s)
     if dry_run:
         console.print("dry run: bundle matches the bench; nothing was sent to any device")
@@ -83,7 +72,9 @@ def deploy(
     if not verify:
         console.print("deployed (not measured: --verify with the sample out of the beam); the SLM was blanked")
         return
-    result = _verify(spec.system, mask, frame, registered)
+    from calibration.verify import verify_mask
+
+    result = verify_mask(model, mask, frame)
     console.print(
         f"measured against the calibrated model on camera pixels: correlation {result['correlation']:.3f} "
         f"(mask-specific part; masks not deployed: up to {result['chance']:.3f}), residual "
@@ -93,7 +84,7 @@ def deploy(
         console.print(
             f"[red]deployed, not verified[/red]: the capture matches the deployed mask's prediction no better than "
             f"{MIN_CORRELATION_OVER_CHANCE:g} x masks that were not deployed: check the registration, the SLM "
-            "response and that the sample is out of the beam (the model has no illumination or aberration yet)"
+            "response, the SLM-plane field and that the sample is out of the beam"
         )
         raise typer.Exit(1)
     console.print("deployed and measured; the SLM was blanked when the bench closed")
@@ -113,28 +104,3 @@ def _capture(bench, frames: int):
     refuse_lit_dark(dark, lit.mean(axis=0))
     refuse_no_signal(lit.mean(axis=0), dark, "deploy --verify")
     return lit.mean(axis=0) - dark.mean(axis=0)
-
-
-def _verify(system, mask, frame, registration, controls: int = 4, background_masks: int = 8) -> dict[str, float]:
-    """Agreement of ``frame`` with the deployed mask's prediction and, as chance, the largest with
-    ``controls`` masks not deployed; all freed of the pattern every mask shares (mean of random masks)."""
-    import numpy as np
-
-    from calibration.predict import agreement, identity_registration, predict_camera
-
-    if registration is None:
-        registration = identity_registration(system)
-        if frame.shape != registration.camera_shape:
-            raise ValueError(
-                f"camera frames {frame.shape} (height, width) are not on the model grid "
-                f"{registration.camera_shape}: pass --registration (hil calibrate geometry)"
-            )
-    rng = np.random.default_rng(0)
-    random_masks = [rng.uniform(0, 2 * np.pi, mask.shape) for _ in range(background_masks + controls)]
-    shared = np.mean([predict_camera(system, m, registration) for m in random_masks[:background_masks]], axis=0)
-    measured = agreement(frame, predict_camera(system, mask, registration), shared)
-    chance = max(
-        abs(agreement(frame, predict_camera(system, m, registration), shared).correlation)
-        for m in random_masks[background_masks:]
-    )
-    return {**measured.to_dict(), "chance": chance}

@@ -1,4 +1,9 @@
-"""``hil reconstruct CAPTURE``: the phase from one captured CDP."""
+"""``hil reconstruct CAPTURE``: the phase from one captured CDP, through the calibrated model the capture records.
+
+The capture file carries the bench's calibrated model (system with the measured SLM response, camera
+registration, SLM-plane field); the CDP stays on the camera's own pixels. ``--registration`` replaces the
+recorded registration, for a capture made before the geometry was calibrated.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ def reconstruct(
         None, "--out", help="Phase map output (.npy, radians, (n, n)); default: CAPTURE with suffix .phase.npy."
     ),
     registration: Path = typer.Option(
-        None, help="Camera-to-model registration (hil calibrate geometry) for frames not on the model grid."
+        None, help="Replace the capture's recorded camera registration (hil calibrate geometry) with this file."
     ),
     report: Path = typer.Option(None, help="Also write an HTML report (index.html + PNGs) into this folder."),
     overwrite: bool = OVERWRITE,
@@ -43,7 +48,7 @@ def reconstruct(
         loaded = load_bundle(bundle, expect_system=captured.system)
         if not np.allclose(loaded.mask_rad[0].double().numpy(), captured.mask_rad.numpy(), atol=1e-6):
             raise ValueError(f"{capture_file} was captured with another mask than the one in {bundle}")
-        phase = reconstruct_bundle(loaded, captured.y.float(), captured.photons_per_pixel)
+        phase = reconstruct_bundle(loaded, captured.op, captured.y, captured.photons_per_pixel)
         method = f"decoder of {bundle}"
     else:
         phase = reconstruct_classical(captured.op, captured.y, iterations)

@@ -19,6 +19,7 @@ cannot make loading allocate more than the weights file holds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -45,6 +46,8 @@ MAX_MANIFEST_DEPTH = 32
 # the meta device before the weights are compared, and building millions of modules would hang
 MAX_DECODER = {"stages": 64, "channels": 1024, "hidden_layers": 16, "refine_steps": 64, "warm_iterations": 10_000}
 MAX_MASKS = 64
+# the SLM's response as calibration measures it (hil calibrate slm-response; crosstalk belongs to the response)
+CALIBRATED_KEYS = frozenset({"slm.gamma", "slm.phase_range_rad", "slm.crosstalk_sigma_px"})
 
 
 class BundleError(ValueError):
@@ -59,6 +62,26 @@ class Bundle:
     mask_rad: torch.Tensor
     slm_gray: torch.Tensor | None
     manifest: dict[str, Any]
+
+
+def compatibility_problems(bundle_system: SystemConfig, system: SystemConfig) -> list[str]:
+    """How ``system`` (a bench's) differs from the one a bundle was made for, one ``part.key`` each.
+
+    What calibration measures is not a difference: the SLM's response (:data:`CALIBRATED_KEYS`: the
+    mask is a phase design in radians, shown through the bench's measured response) and the camera's
+    radiometry (every camera key but ``binning``, which changes the detector). ``data`` (training
+    objects) never matters. Values are shown only for these short keys, never a whole LUT.
+    """
+    problems = []
+    for part in ("optics", "slm", "camera"):
+        ours, theirs = getattr(system, part), getattr(bundle_system, part)
+        for f in dataclasses.fields(ours):
+            key = f"{part}.{f.name}"
+            if key in CALIBRATED_KEYS or (part == "camera" and f.name != "binning"):
+                continue
+            if getattr(ours, f.name) != getattr(theirs, f.name):
+                problems.append(f"{key} is {getattr(theirs, f.name)!r} in the bundle, {getattr(ours, f.name)!r} here")
+    return problems
 
 
 def _sha256(path: Path) -> str:
@@ -169,7 +192,8 @@ def _read_manifest(manifest_path: Path) -> dict[str, Any]:
 
 
 def load_bundle(path: str | Path, expect_system: SystemConfig | None = None) -> Bundle:
-    """Read and verify a bundle; ``expect_system`` (the bench's config) must match the bundle's optics and SLM."""
+    """Read and verify a bundle; ``expect_system`` (the bench's config) must match the bundle's system up to
+    what calibration measures (:func:`compatibility_problems`)."""
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -188,12 +212,9 @@ def load_bundle(path: str | Path, expect_system: SystemConfig | None = None) -> 
     except ConfigError as exc:
         raise BundleError(str(exc)) from None
     if expect_system is not None:
-        for part in ("optics", "slm"):
-            if getattr(expect_system, part) != getattr(system_config, part):
-                raise BundleError(
-                    f"{path}: bundle was made for {part} {to_mapping(getattr(system_config, part))}, "
-                    f"but the system is {to_mapping(getattr(expect_system, part))}"
-                )
+        problems = compatibility_problems(system_config, expect_system)
+        if problems:
+            raise BundleError(f"{path}: made for another system than this one: {'; '.join(problems)}")
     _check_sizes(manifest_path, train_config)
     masks_file = _verified(path, MASKS, files[MASKS])
     decoder_file = _verified(path, DECODER, files[DECODER])
