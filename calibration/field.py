@@ -31,7 +31,13 @@ import math
 import numpy as np
 import torch
 
-from calibration.frame_checks import camera_ceiling_adu, refuse_lit_dark, refuse_no_signal, refuse_saturated
+from calibration.frame_checks import (
+    DarkCheck,
+    camera_ceiling_adu,
+    refuse_lit_dark,
+    refuse_no_signal,
+    refuse_saturated,
+)
 from calibration.predict import agreement
 from hil.bench.bench import Bench
 from hil.bench.frame_log import FrameLog
@@ -124,13 +130,17 @@ def crop(wide_field: np.ndarray, margin: int) -> np.ndarray:
 def field_metrics(
     model: BenchModel, masks_rad: np.ndarray, frames: np.ndarray, wide_field: np.ndarray, margin: int, held_out: int
 ) -> dict[str, float]:
-    """Fit residual (relative RMS on camera pixels, fitted masks, the widened model), the held-out masks'
-    agreement with the ROI field in ``model`` (partial correlation: the pattern every random mask shares,
-    the mean prediction of the fitted masks, removed), and the power fraction outside the ROI."""
+    """Metrics of a fit: ``fit_residual_rel``, the relative RMS residual of the fitted masks' frames on the
+    camera pixels the (widened) model covers, and ``covered_pixel_fraction``; ``heldout_correlation`` and
+    ``heldout_residual_rel``, the held-out masks' frames against the ROI field in ``model`` on all camera
+    pixels (partial: the pattern every random mask shares, the fitted masks' mean prediction, removed);
+    ``outside_roi_power_fraction``, the fitted power in the margin."""
     fitted = slice(0, len(masks_rad) - held_out)
     held = slice(len(masks_rad) - held_out, len(masks_rad))
-    wide = widened(model, margin).operator(np.pad(masks_rad[fitted], ((0, 0), (margin, margin), (margin, margin))))
-    fit = agreement(frames[fitted], wide.A(torch.from_numpy(wide_field)[None])[0].numpy())
+    wide_model = widened(model, margin)
+    wide = wide_model.operator(np.pad(masks_rad[fitted], ((0, 0), (margin, margin), (margin, margin))))
+    covered = covered_pixels(wide_model).numpy()
+    fit = agreement(frames[fitted][:, covered], wide.A(torch.from_numpy(wide_field)[None])[0].numpy()[:, covered])
     roi = torch.from_numpy(crop(wide_field, margin))[None]
     calibrated = dataclasses.replace(model, field=roi[0].numpy())
     unit = torch.ones_like(roi)
@@ -143,7 +153,33 @@ def field_metrics(
         "heldout_correlation": check.correlation,
         "heldout_residual_rel": check.residual_rel,
         "outside_roi_power_fraction": float(1 - crop(power, margin).sum() / power.sum()),
+        "covered_pixel_fraction": float(covered.mean()),
     }
+
+
+def record_frames(
+    bench: Bench, log: FrameLog, masks_rad: np.ndarray, frames: int = 1, dark_frames: int = 4
+) -> tuple[np.ndarray, DarkCheck]:
+    """Dark frames, then ``frames`` lit frames of each mask ``(L, n, n)`` into ``log`` (sample out of the beam);
+    returns the dark-subtracted mean frames ``(L, height, width)`` and the dark check. Raises ``ValueError``
+    on dark frames that are lit or off the calibrated sensor, saturated frames, or no signal."""
+    system = bench.spec.system
+    log.store("masks_rad", masks_rad)
+    ceiling = camera_ceiling_adu(bench.camera)
+    bench.show_mask(masks_rad[0])
+    bench.light_off()
+    dark = np.stack([log.add("dark", bench.capture()) for _ in range(dark_frames)])
+    check_dark(dark, system.camera)
+    lit = []
+    with bench.lit():
+        for index, mask in enumerate(masks_rad):
+            bench.show_mask(mask)
+            shots = np.stack([log.add("lit", bench.capture(), mask_index=index) for _ in range(frames)])
+            refuse_saturated(shots, ceiling, f"field mask {index}")
+            lit.append(shots.mean(axis=0))
+    dark_ok = refuse_lit_dark(dark, lit[0])
+    refuse_no_signal(lit[0], dark, "field mask 0")
+    return np.stack(lit) - dark.mean(axis=0), dark_ok
 
 
 def check_prerequisites(system: SystemConfig, registration: Registration | None) -> None:
@@ -187,22 +223,7 @@ def measure_field(
         )
     model = BenchModel(system, registration)
     shown = field_masks(system.optics.n, masks, seed, flat)
-    log.store("masks_rad", shown)
-    ceiling = camera_ceiling_adu(bench.camera)
-    bench.show_mask(shown[0])
-    bench.light_off()
-    dark = np.stack([log.add("dark", bench.capture()) for _ in range(dark_frames)]).astype(np.float64)
-    check_dark(dark, system.camera)
-    lit = []
-    with bench.lit():
-        for index, mask in enumerate(shown):
-            bench.show_mask(mask)
-            shots = np.stack([log.add("lit", bench.capture(), mask_index=index) for _ in range(frames)])
-            refuse_saturated(shots, ceiling, f"field mask {index}")
-            lit.append(shots.mean(axis=0))
-    dark_ok = refuse_lit_dark(dark, lit[0])
-    refuse_no_signal(lit[0], dark, "field mask 0")
-    signal = np.stack(lit) - dark.mean(axis=0)
+    signal, dark_ok = record_frames(bench, log, shown, frames, dark_frames)
     if signal.shape[1:] != tuple(model.camera_shape):
         raise ValueError(
             f"frames are {signal.shape[1:]} (height, width); the registration is for {tuple(model.camera_shape)}"

@@ -1,14 +1,14 @@
 """The SLM-plane field calibration recovers the fixture bench's hidden beam and aberration; bad data are refused.
 
 The fixture (drivers/slmsuite_bench.py, written without hil.physics) is calibrated as the documented order
-leaves it: its hidden sensor and SLM response (gamma) in the system copy, its hidden registration in a file.
-The hidden field is the block mean over each macro-pixel of the ROI of ``|amplitude_sim| exp(1j aberration)``.
+leaves it (hil.benchmarks.field_fixture.prepare): its hidden sensor and SLM response (gamma) in the system copy,
+its hidden registration in a file. The hidden field is the block mean over each macro-pixel of the ROI of
+``|amplitude_sim| exp(1j aberration)`` (hidden_field).
 Crosstalk is switched off in the recovery tests: the model's crosstalk is not the fixture's (docs/calibration.md),
 and with it the held-out check refuses the result (tested below). Figures: docs/calibration.md.
 """
 
 import json
-import math
 
 import h5py
 import numpy as np
@@ -24,60 +24,12 @@ from calibration.yaml_keys import update_section_keys
 from hil.bench.bench import Bench
 from hil.bench.config import load_bench
 from hil.bench.frame_log import FrameLog
-from hil.benchmarks.calibration_fixture import hidden_camera_to_model, hidden_gamma
+from hil.benchmarks.field_fixture import field_error, hidden_field, prepare
 from hil.cli import app
 from hil.physics.bench_model import BenchModel
-from hil.physics.registration import Registration
 
 RUNNER = CliRunner()
 NO_CROSSTALK = {"crosstalk_sigma_px": 0.0}
-
-
-def calibrated_fixture(tmp_path, varied=False, slm=None, camera=None):
-    """The fixture bench with its hidden sensor and gamma in the system copy and its hidden registration in
-    ``registration.json``; returns (bench file, registration)."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    cfg = fixture_bench(tmp_path, varied, slm=slm, camera=camera)
-    hidden = yaml.safe_load(cfg.read_text())["camera"]["kwargs"]
-    system_yaml = tmp_path / "system_fixture.yaml"
-    system = yaml.safe_load(system_yaml.read_text())
-    system["slm"]["gamma"] = hidden_gamma(cfg).tolist()
-    system["camera"].update({key: hidden[key] for key in ("dark_offset_adu", "read_noise_e", "gain_adu_per_e")})
-    system_yaml.write_text(yaml.safe_dump(system))
-    n, pad = system["optics"]["n"], system["optics"]["pad_factor"]
-    width, height = hidden["resolution"]
-    registration = Registration(hidden_camera_to_model(cfg), (pad * n, pad * n), (height, width), math.nan)
-    registration.save(tmp_path / "registration.json")
-    return cfg, registration
-
-
-def hidden_field(bench: Bench) -> np.ndarray:
-    """Block mean over each macro-pixel of the ROI of the fixture's beam amplitude times exp(1j aberration)."""
-    slm, roi, k = bench.slm.slm, bench.slm.roi, bench.slm.macro_pixel
-    fine = np.abs(slm.source["amplitude_sim"])[roi] * np.exp(1j * slm.aberration_rad[roi])
-    n = fine.shape[0] // k
-    return fine.reshape(n, k, n, k).mean(axis=(1, 3))
-
-
-def compare(found: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Amplitude correlation; amplitude-weighted rms phase error (rad) with the global phase removed, and
-    with a tilt (plane) removed as well."""
-    weight = np.abs(truth) ** 2
-    error = np.angle(found * np.conj(truth))
-    error = np.angle(np.exp(1j * (error - np.angle(np.sum(weight * np.exp(1j * error))))))
-    rows, cols = np.indices(error.shape)
-    design = np.stack([np.ones(error.size), rows.ravel(), cols.ravel()], axis=1) * np.sqrt(weight.ravel())[:, None]
-    plane = np.linalg.lstsq(design, error.ravel() * np.sqrt(weight.ravel()), rcond=None)[0]
-    untilted = error - (plane[0] + plane[1] * rows + plane[2] * cols)
-
-    def rms(e: np.ndarray) -> float:
-        return math.sqrt(float(np.sum(weight * e**2) / np.sum(weight)))
-
-    return {
-        "amplitude_correlation": float(np.corrcoef(np.abs(found).ravel(), np.abs(truth).ravel())[0, 1]),
-        "phase_rms_rad": rms(error),
-        "phase_rms_untilted_rad": rms(untilted),
-    }
 
 
 def calibrate(tmp_path, cfg, registration, **options):
@@ -89,9 +41,9 @@ def calibrate(tmp_path, cfg, registration, **options):
 @pytest.mark.slow  # each about 4 s on an idle 2-core machine
 @pytest.mark.parametrize("varied", [False, True])
 def test_field_recovers_the_hidden_beam_and_aberration(tmp_path, varied, fresh_sim_devices):  # noqa: F811
-    cfg, registration = calibrated_fixture(tmp_path, varied, slm=NO_CROSSTALK)
+    cfg, registration = prepare(tmp_path, varied, slm=NO_CROSSTALK)
     found, truth = calibrate(tmp_path, cfg, registration)
-    score = compare(found.complex, truth)
+    score = field_error(found.complex, truth)
     # measured: default 0.9989 / 0.017 rad, varied 0.9992 / 0.018 rad (hidden registration: no tilt to remove)
     assert score["amplitude_correlation"] > 0.995
     assert score["phase_rms_rad"] < 0.04 and score["phase_rms_untilted_rad"] < 0.04
@@ -103,7 +55,7 @@ def test_field_recovers_the_hidden_beam_and_aberration(tmp_path, varied, fresh_s
 
 @pytest.mark.slow
 def test_the_field_predicts_held_out_frames_better_than_a_uniform_beam(tmp_path, fresh_sim_devices):  # noqa: F811
-    cfg, registration = calibrated_fixture(tmp_path, slm=NO_CROSSTALK)
+    cfg, registration = prepare(tmp_path, slm=NO_CROSSTALK)
     found, _ = calibrate(tmp_path, cfg, registration)
     with h5py.File(tmp_path / "field.h5") as h5:
         frames = np.stack([h5[f"lit/{i:05d}"][()] for i in range(12)])
@@ -116,12 +68,12 @@ def test_the_field_predicts_held_out_frames_better_than_a_uniform_beam(tmp_path,
 
 @pytest.mark.slow
 def test_fitting_the_light_outside_the_roi_halves_the_phase_error(tmp_path, fresh_sim_devices):  # noqa: F811
-    cfg, registration = calibrated_fixture(tmp_path, slm=NO_CROSSTALK)
+    cfg, registration = prepare(tmp_path, slm=NO_CROSSTALK)
     scores = {}
     for margin in (0, 1):
         (tmp_path / "field.h5").unlink(missing_ok=True)
         found, truth = calibrate(tmp_path, cfg, registration, margin=margin)
-        scores[margin] = compare(found.complex, truth)
+        scores[margin] = field_error(found.complex, truth)
     # measured: margin 0 -> 0.9913 / 0.045 rad; margin 1 -> 0.9989 / 0.017 rad
     assert scores[0]["phase_rms_rad"] > 2 * scores[1]["phase_rms_rad"]
     assert scores[0]["amplitude_correlation"] < scores[1]["amplitude_correlation"]
@@ -129,13 +81,13 @@ def test_fitting_the_light_outside_the_roi_halves_the_phase_error(tmp_path, fres
 
 @pytest.mark.slow
 def test_crosstalk_the_model_lacks_is_refused_not_written(tmp_path, fresh_sim_devices):  # noqa: F811
-    cfg, registration = calibrated_fixture(tmp_path)  # the fixture's 0.6 px crosstalk; the system has none
+    cfg, registration = prepare(tmp_path)  # the fixture's 0.6 px crosstalk; the system has none
     with pytest.raises(ValueError, match=r"held-out masks with correlation 0\.\d+ \(< 0\.9\).*nothing written"):
         calibrate(tmp_path, cfg, registration)
 
 
 def test_bad_frames_and_missing_calibrations_are_refused(tmp_path, fresh_sim_devices):  # noqa: F811
-    cfg, registration = calibrated_fixture(tmp_path, slm=NO_CROSSTALK)
+    cfg, registration = prepare(tmp_path, slm=NO_CROSSTALK)
     with pytest.raises(ValueError, match=r"field mask 0: \d+ saturated pixels"):
         calibrate(tmp_path, cfg, registration, flat=True)  # the flat mask's zero order clips at 10 ms
     (tmp_path / "field.h5").unlink()
@@ -146,7 +98,7 @@ def test_bad_frames_and_missing_calibrations_are_refused(tmp_path, fresh_sim_dev
         bench.set_exposure(1e-5)
         with pytest.raises(ValueError, match=r"field mask 0: the lit frame is only .* noise sigmas"):
             measure_field(bench, log, registration)
-    leaky, _ = calibrated_fixture(tmp_path / "leak", slm=NO_CROSSTALK, camera={"shutter_leak": 0.05})
+    leaky, _ = prepare(tmp_path / "leak", slm=NO_CROSSTALK, camera={"shutter_leak": 0.05})
     with pytest.raises(ValueError, match="dark frame 0 is not dark"):
         calibrate(tmp_path / "leak", leaky, registration)
     (tmp_path / "nominal").mkdir()
@@ -156,7 +108,7 @@ def test_bad_frames_and_missing_calibrations_are_refused(tmp_path, fresh_sim_dev
 
 
 def test_cli_refuses_without_a_registration_and_plans_with_one(tmp_path, capsys, fresh_sim_devices):  # noqa: F811
-    cfg, _ = calibrated_fixture(tmp_path, slm=NO_CROSSTALK)
+    cfg, _ = prepare(tmp_path, slm=NO_CROSSTALK)
     out = tmp_path / "cal" / "field.json"
     args = ["calibrate", "field", "--bench", str(cfg), "--out", str(out), "--dry-run"]
     assert_one_line_error(*run_cli(capsys, *args), "the field calibration needs the camera registration")
@@ -167,7 +119,7 @@ def test_cli_refuses_without_a_registration_and_plans_with_one(tmp_path, capsys,
 
 @pytest.mark.slow
 def test_cli_geometry_then_field_update_the_bench_file(tmp_path, fresh_sim_devices):  # noqa: F811
-    cfg, _ = calibrated_fixture(tmp_path, slm=NO_CROSSTALK)
+    cfg, _ = prepare(tmp_path, slm=NO_CROSSTALK)
     assert "calibration" not in yaml.safe_load(cfg.read_text())  # an older bench file: the section is added
     reg, out = tmp_path / "cal" / "registration.json", tmp_path / "cal" / "field.json"
     geometry = ["calibrate", "geometry", "--bench", cfg, "--out", reg, "--exposure-s", 0.001, "--update-bench"]
@@ -183,7 +135,7 @@ def test_cli_geometry_then_field_update_the_bench_file(tmp_path, fresh_sim_devic
     model = load_bench(cfg).model()  # the calibrated model now carries the field
     with Bench.from_config(cfg) as bench:
         truth = hidden_field(bench)
-    score = compare(model.field, truth)
+    score = field_error(model.field, truth)
     # the measured registration's shift error (about 0.2 model px) becomes a tilt of the field
     assert score["amplitude_correlation"] > 0.99 and score["phase_rms_untilted_rad"] < 0.05
     assert json.loads(out.read_text())["metrics"]["heldout_correlation"] > 0.9

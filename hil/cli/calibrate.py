@@ -308,7 +308,8 @@ def field(
     write_bytes(plot, _field_png(result.amplitude, result.phase_rad), overwrite)
     m = result.metrics
     console.print(
-        f"fit residual {m['fit_residual_rel']:.3g} (relative rms on camera pixels), held-out correlation "
+        f"fit residual {m['fit_residual_rel']:.3g} (relative rms on the {100 * m['covered_pixel_fraction']:.0f} % of "
+        f"camera pixels the model covers), held-out correlation "
         f"{m['heldout_correlation']:.3f}, light outside the ROI {100 * m['outside_roi_power_fraction']:.2g} %; "
         f"wrote {out} and {plot}; bench left safe"
     )
