@@ -178,7 +178,7 @@ def record_frames(
             refuse_saturated(shots, ceiling, f"field mask {index}")
             lit.append(shots.mean(axis=0))
     dark_ok = refuse_lit_dark(dark, lit[0])
-    refuse_no_signal(lit[0], dark, "field mask 0")
+    refuse_no_signal(np.mean(lit, axis=0), dark, "field frames (mean over the masks)")
     return np.stack(lit) - dark.mean(axis=0), dark_ok
 
 
