@@ -101,6 +101,13 @@ def test_bad_frames_and_missing_calibrations_are_refused(tmp_path, fresh_sim_dev
     leaky, _ = prepare(tmp_path / "leak", slm=NO_CROSSTALK, camera={"shutter_leak": 0.05})
     with pytest.raises(ValueError, match="dark frame 0 is not dark"):
         calibrate(tmp_path / "leak", leaky, registration)
+    stale = tmp_path / "stale"  # radiometry never run: the system's sensor has offset 0 ADU
+    prepare(stale, slm=NO_CROSSTALK)
+    system = yaml.safe_load((stale / "system_fixture.yaml").read_text())
+    system["camera"]["dark_offset_adu"] = 0.0
+    (stale / "system_fixture.yaml").write_text(yaml.safe_dump(system))
+    with pytest.raises(ValueError, match=r"dark frame 0 is not dark.*radiometry calibration is stale"):
+        calibrate(stale, stale / "bench_fixture.yaml", registration)
     (tmp_path / "nominal").mkdir()
     nominal = fixture_bench(tmp_path / "nominal")  # no measured gamma in its system file
     with pytest.raises(ValueError, match=r"needs the measured SLM response \(slm.gamma is empty"):
