@@ -10,7 +10,7 @@ import torch
 import yaml
 from test_bench_fixture import REPO
 
-from calibration.predict import agreement
+from calibration.verify import agreement
 from drivers.slm import SLMController
 from drivers.slmsuite_bench import FixtureCamera, FixtureSLM
 from hil.benchmarks.calibration_fixture import hidden_camera_to_model

@@ -1,4 +1,4 @@
-"""``hil calibrate radiometry|geometry|slm-response``: bench calibrations, frames logged as they arrive."""
+"""``hil calibrate radiometry|geometry|slm-response|field``: bench calibrations, frames logged as they arrive."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.console import Console
 from hil.cli.options import BENCH, DRY_RUN, OVERWRITE, check_exposure, dark_frames_option, frames_option
 
 app = typer.Typer(
-    help="Calibrate the bench: camera radiometry, camera-to-model geometry, SLM phase response.",
+    help="Calibrate the bench: camera radiometry, camera-to-model geometry, SLM phase response, SLM-plane field.",
     no_args_is_help=True,
 )
 
@@ -63,6 +63,54 @@ def _update_system(path: Path, section: str, values: dict, console: Console) -> 
 
     update_section_keys(path, section, values, validate=load_system)
     console.print(f"updated {section}: {', '.join(values)} in {path}")
+
+
+UPDATE_BENCH = typer.Option(
+    False, "--update-bench", help="Also name the result in the bench file's calibration section."
+)
+
+
+def _update_bench(bench_config: Path, key: str, result: Path, console: Console) -> None:
+    """Write ``calibration.<key>: <result>`` (relative to the bench file when it can be) into the bench file,
+    adding the section to an older bench file; the edited file is validated before it replaces the old one."""
+    import os
+
+    from calibration.yaml_keys import update_section_keys
+    from hil.bench.config import load_bench
+
+    folder = bench_config.resolve().parent
+    try:
+        name = os.path.relpath(result.resolve(), folder)
+    except ValueError:  # another drive (Windows)
+        name = str(result.resolve())
+    validate = lambda path: load_bench(path, import_plugins=False)  # noqa: E731
+    update_section_keys(bench_config, "calibration", {key: name}, validate=validate, add_missing=True)
+    console.print(f"updated calibration.{key}: {name} in {bench_config}")
+
+
+def _field_png(amplitude, phase_rad) -> bytes:
+    """Amplitude and phase (radians) of the SLM-plane field side by side, as PNG bytes (matplotlib Agg)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
+    for ax, (title, image, cmap) in zip(
+        axes, (("amplitude (relative)", amplitude, "gray"), ("phase (rad)", phase_rad, "twilight")), strict=True
+    ):
+        shown = ax.imshow(image, cmap=cmap, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("mask pixel (column)")
+        ax.set_ylabel("mask pixel (row)")
+        fig.colorbar(shown, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 @app.command("radiometry")
@@ -123,6 +171,7 @@ def geometry(
     dark_frames: int = dark_frames_option(4, minimum=2),
     cycles: int = typer.Option(None, help="Grating periods across the mask (default n // 4)."),
     exposure_s: float = typer.Option(None, help="Camera exposure (s) for the spot frames (default: the bench's)."),
+    update_bench: bool = UPDATE_BENCH,
     overwrite: bool = OVERWRITE,
     dry_run: bool = DRY_RUN,
 ) -> None:
@@ -156,6 +205,8 @@ def geometry(
         f"correlation {result.registration.correlation:.3f}; "
         f"wrote {out}; bench left safe"
     )
+    if update_bench:
+        _update_bench(bench_config, "registration", out, console)
 
 
 @app.command("slm-response")
@@ -201,3 +252,66 @@ def slm_response(
     )
     if update_system is not None:
         _update_system(update_system, "slm", result.system_keys(), console)
+
+
+@app.command("field")
+def field(
+    out: Path = typer.Option(..., "--out", help="SLM-plane field (JSON); frames and a PNG plot go beside it."),
+    bench_config: Path = BENCH,
+    masks: int = typer.Option(12, "--masks", min=6, help="Random masks shown; the last 2 are held out of the fit."),
+    flat: bool = typer.Option(False, "--flat", help="First mask flat (zero phase): a bright zero order."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random masks."),
+    margin: int = typer.Option(1, "--margin", min=0, help="Mask pixels fitted around the ROI (light outside it)."),
+    frames_count: int = frames_option(1, "Lit frames averaged per mask."),
+    dark_frames: int = dark_frames_option(4, minimum=2),
+    exposure_s: float = typer.Option(None, help="Camera exposure (s) for the frames (default: the bench's)."),
+    registration: Path = typer.Option(
+        None, "--registration", help="Registration file (default: the bench file's calibration.registration)."
+    ),
+    update_bench: bool = UPDATE_BENCH,
+    overwrite: bool = OVERWRITE,
+    dry_run: bool = DRY_RUN,
+) -> None:
+    """Illumination amplitude and static aberration over the mask, by phase retrieval of known masks' CDPs."""
+    import tempfile
+
+    from calibration.field import HELD_OUT, check_prerequisites, measure_field
+    from hil.bench.config import load_bench
+    from hil.cli.outputs import check_output, write_bytes
+    from hil.physics.registration import load_registration
+
+    console = Console()
+    spec = load_bench(bench_config, import_plugins=not dry_run)
+    check_exposure(spec, exposure_s)
+    source = registration if registration is not None else spec.calibration_files.get("registration")
+    found = None if source is None else load_registration(source)
+    check_prerequisites(spec.system, found)
+    plot = out.with_suffix(".png")
+    frames = _outputs(out, overwrite)
+    check_output(plot, overwrite)
+    console.print(
+        f"plan: {dark_frames} dark + {masks} x {frames_count} lit frames of random masks (seed {seed}), "
+        f"{masks - HELD_OUT} fitted and {HELD_OUT} held out; registration {source}; {SAMPLE_OUT}; result {out}"
+    )
+    if dry_run:
+        console.print("dry run: configs and options are valid; nothing was sent to any device")
+        return
+    frames.unlink(missing_ok=True)  # only reached with --overwrite
+    settings = {
+        "masks": masks, "flat": flat, "seed": seed, "margin": margin, "frames": frames_count,
+        "dark_frames": dark_frames, "exposure_s": exposure_s, "registration": str(source),
+    }  # fmt: skip
+    with _exposed_session(spec, frames, "field", settings, exposure_s) as (bench, log):
+        result = measure_field(bench, log, found, masks, flat, seed, frames_count, dark_frames, margin)
+    with tempfile.TemporaryDirectory() as scratch:  # SLMField.save writes in place; the output is atomic
+        write_bytes(out, result.save(Path(scratch) / out.name).read_bytes(), overwrite)
+    write_bytes(plot, _field_png(result.amplitude, result.phase_rad), overwrite)
+    m = result.metrics
+    console.print(
+        f"fit residual {m['fit_residual_rel']:.3g} (relative rms on the {100 * m['covered_pixel_fraction']:.0f} % of "
+        f"camera pixels the model covers), held-out correlation "
+        f"{m['heldout_correlation']:.3f}, light outside the ROI {100 * m['outside_roi_power_fraction']:.2g} %; "
+        f"wrote {out} and {plot}; bench left safe"
+    )
+    if update_bench:
+        _update_bench(bench_config, "field", out, console)
