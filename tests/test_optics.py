@@ -282,7 +282,8 @@ def test_raar_with_macro_pixels_is_as_good_as_without():
         y = op.normalise_intensities(50.0 * op.A(phase_to_field(phase)))
         psnr[k] = phase_psnr(torch.angle(solve("raar", op, y, iterations=150)), phase)
     assert psnr[1].min() > 40
-    torch.testing.assert_close(psnr[4], psnr[1], atol=0.5, rtol=0)
+    clip = 100.0  # above it both are at float32 rounding
+    torch.testing.assert_close(psnr[4].clamp(max=clip), psnr[1].clamp(max=clip), atol=0.5, rtol=0)
 
 
 def test_soft_modulus_projection_has_finite_gradients_at_dark_pixels():

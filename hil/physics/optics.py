@@ -305,6 +305,17 @@ class CDPGeometry(OpticsSpec):
         return (ramp[:, None, :, None] * ramp[None, :, None, :]).reshape(k * k, side, side)
 
     @cached_property
+    def band_dft(self) -> torch.Tensor:
+        """``(detector side, n)`` complex128: one axis of the object's centred unitary DFT on the band grid, at the
+        detector's frequencies (repeated over the guard), i.e. ``periodic(centred_fft2(embed(u, band)))`` is
+        ``band_dft @ u @ band_dft.T`` for ``u`` ``(n, n)``: two small products instead of a zero-padded FFT."""
+        side, band, n = self.detector_shape[0], self.band, self.n
+        freq = torch.arange(side, dtype=torch.float64) - side // 2
+        start = (band - n) // 2
+        position = torch.arange(n, dtype=torch.float64) + start - band // 2
+        return torch.exp(-2j * math.pi * freq[:, None] * position[None, :] / band) / math.sqrt(band)
+
+    @cached_property
     def band_index(self) -> torch.Tensor:
         """For each detector row (or column), the band sample at the same frequency modulo the band (int64)."""
         side, band = self.detector_shape[0], self.band
@@ -470,6 +481,9 @@ class CDPOperator:
         envelopes = torch.einsum("ar,ahw->rhw", basis, ramps)
         return coarse, envelope, components, envelopes
 
+    def _band_dft(self) -> torch.Tensor:
+        return self.geometry.band_dft.to(device=self.masks.device, dtype=self.masks.dtype)
+
     @property
     def factorised(self) -> bool:
         """Whether the polyphase macro-pixel factorisation is in use (band-sized FFTs instead of the SLM grid's)."""
@@ -495,9 +509,10 @@ class CDPOperator:
         geo = self.geometry
         x = as_complex(x).to(self.masks.dtype)
         if self._coarse is not None:
-            z = geo.periodic(centred_fft2(_embed(x[:, None] * self._coarse[None], geo.band))) * self._envelope
+            dft = self._band_dft()
+            z = dft @ (x[:, None] * self._coarse[None]) @ dft.T * self._envelope
             if self._ripple is not None:
-                parts = geo.periodic(centred_fft2(_embed(x[:, None, None] * self._ripple[None], geo.band)))
+                parts = dft @ (x[:, None, None] * self._ripple[None]) @ dft.T
                 z = z + (parts * self._ripple_envelopes[None, :, None]).sum(dim=1)
             return z
         x = macro_upsample(x, geo.macro_pixel)
@@ -513,10 +528,11 @@ class CDPOperator:
             )
         z = as_complex(z).to(self.masks.dtype)
         if self._coarse is not None:
-            u = _crop(centred_ifft2(geo.fold(z * self._envelope.conj())), geo.n)
-            x = (u * self._coarse.conj()[None]).sum(dim=1)
+            dft = self._band_dft()
+            back = dft.conj().T
+            x = (back @ (z * self._envelope.conj()) @ dft.conj() * self._coarse.conj()[None]).sum(dim=1)
             if self._ripple is not None:
-                parts = _crop(centred_ifft2(geo.fold(z[:, None] * self._ripple_envelopes.conj()[None, :, None])), geo.n)
+                parts = back @ (z[:, None] * self._ripple_envelopes.conj()[None, :, None]) @ dft.conj()
                 x = x + (parts * self._ripple.conj()[None]).sum(dim=(1, 2))
             return x
         if geo.detector_shape != geo.field_shape:
