@@ -21,6 +21,11 @@ them, otherwise the result is refused rather than written.
 
 A phase tilt of ``g`` shifts every CDP alike, so it trades against the registration's shift: with a measured
 registration the tilt in the field compensates its shift error (docs/calibration.md).
+
+Pixel crosstalk (``slm.crosstalk_sigma_px``, the Gaussian blur of the liquid crystal's retardance) changes every
+mask's CDP in a mask-dependent way, so it is measured from the same frames (``fit_crosstalk``): the field is
+fitted for each trial sigma and the sigma whose field predicts the held-out masks best (lowest residual) is kept,
+by golden-section search over ``[0, MAX_CROSSTALK_PX]``.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ MIN_HELDOUT_CORRELATION = 0.9  # held-out masks: partial correlation of predicti
 HELD_OUT = 2  # masks kept out of the fit
 RAAR_ITERATIONS = 50
 POLISH_ITERATIONS = 100  # L-BFGS iterations on the covered camera pixels
+MAX_CROSSTALK_PX = 1.5  # largest crosstalk sigma (SLM pixels) the search considers
+CROSSTALK_STEPS = 6  # golden-section evaluations (the bracket shrinks to 0.618**4 of its width: ±0.1 px)
+SEARCH_POLISH_ITERATIONS = 30  # L-BFGS iterations of the trial fits (the kept sigma's field is fitted in full)
 
 
 def field_masks(n: int, count: int, seed: int = 0, flat: bool = False) -> np.ndarray:
@@ -95,7 +103,12 @@ def covered_pixels(model: BenchModel) -> torch.Tensor:
 
 
 def fit_field(
-    model: BenchModel, masks_rad: np.ndarray, frames: np.ndarray, margin: int = 1, seed: int = 0
+    model: BenchModel,
+    masks_rad: np.ndarray,
+    frames: np.ndarray,
+    margin: int = 1,
+    seed: int = 0,
+    polish_iterations: int = POLISH_ITERATIONS,
 ) -> np.ndarray:
     """The field ``(n + 2 margin, n + 2 margin)`` (complex, in sqrt(frame units)) whose CDPs through ``model``
     (a registered bench model without a field) match the dark-subtracted ``frames`` ``(L, *camera_shape)`` of
@@ -108,7 +121,7 @@ def fit_field(
     covered, sqrt_y = covered_pixels(wide).to(torch.float64), y.sqrt()
     floor = 1e-9 * float(y.mean())  # keeps the square root differentiable at dark pixels
     optimiser = torch.optim.LBFGS(
-        [estimate], lr=1, max_iter=POLISH_ITERATIONS, history_size=20, line_search_fn="strong_wolfe"
+        [estimate], lr=1, max_iter=polish_iterations, history_size=20, line_search_fn="strong_wolfe"
     )
 
     def closure() -> torch.Tensor:
@@ -196,6 +209,46 @@ def check_prerequisites(system: SystemConfig, registration: Registration | None)
         )
 
 
+def with_crosstalk(system: SystemConfig, sigma_px: float) -> SystemConfig:
+    return dataclasses.replace(system, slm=dataclasses.replace(system.slm, crosstalk_sigma_px=float(sigma_px)))
+
+
+def fit_crosstalk(
+    model: BenchModel, masks_rad: np.ndarray, frames: np.ndarray, margin: int, seed: int
+) -> tuple[float, np.ndarray, dict[str, float]]:
+    """(crosstalk sigma in SLM pixels, wide field, metrics) minimising the held-out residual (golden section on
+    shortened fits; the kept sigma's field is then fitted in full)."""
+    residuals: dict[float, float] = {}
+    fitted = len(masks_rad) - HELD_OUT
+
+    def trial_model(sigma: float) -> BenchModel:
+        return dataclasses.replace(model, system=with_crosstalk(model.system, sigma))
+
+    def residual(sigma: float) -> float:
+        trial = trial_model(sigma)
+        wide = fit_field(trial, masks_rad[:fitted], frames[:fitted], margin, seed, SEARCH_POLISH_ITERATIONS)
+        residuals[sigma] = field_metrics(trial, masks_rad, frames, wide, margin, HELD_OUT)["heldout_residual_rel"]
+        return residuals[sigma]
+
+    ratio = (math.sqrt(5) - 1) / 2
+    low, high = 0.0, MAX_CROSSTALK_PX
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    fa, fb = residual(a), residual(b)
+    for _ in range(CROSSTALK_STEPS - 2):
+        if fa <= fb:
+            high, b, fb = b, a, fa
+            a = high - ratio * (high - low)
+            fa = residual(a)
+        else:
+            low, a, fa = a, b, fb
+            b = low + ratio * (high - low)
+            fb = residual(b)
+    best = min(residuals, key=residuals.get)
+    final = trial_model(best)
+    wide = fit_field(final, masks_rad[:fitted], frames[:fitted], margin, seed)
+    return best, wide, field_metrics(final, masks_rad, frames, wide, margin, HELD_OUT)
+
+
 def measure_field(
     bench: Bench,
     log: FrameLog,
@@ -206,9 +259,11 @@ def measure_field(
     frames: int = 1,
     dark_frames: int = 4,
     margin: int = 1,
+    crosstalk: bool = False,
 ) -> SLMField:
     """Show ``masks`` known masks (sample out of the beam), record dark and lit frames into ``log``, fit the
-    field on all but :data:`HELD_OUT` of them and check it on those.
+    field on all but :data:`HELD_OUT` of them and check it on those; with ``crosstalk``, also measure the
+    crosstalk sigma (its metrics then hold ``crosstalk_sigma_px``).
 
     Raises ``ValueError`` without a registration or a measured SLM response, on dark frames that are lit or
     do not match the calibrated sensor, saturated frames, no signal, or a held-out correlation below
@@ -229,8 +284,12 @@ def measure_field(
             f"frames are {signal.shape[1:]} (height, width); the registration is for {tuple(model.camera_shape)}"
         )
     fitted = len(shown) - HELD_OUT
-    wide_field = fit_field(model, shown[:fitted], signal[:fitted], margin, seed)
-    metrics = field_metrics(model, shown, signal, wide_field, margin, HELD_OUT)
+    if crosstalk:
+        sigma, wide_field, metrics = fit_crosstalk(model, shown, signal, margin, seed)
+        metrics = {**metrics, "crosstalk_sigma_px": sigma}
+    else:
+        wide_field = fit_field(model, shown[:fitted], signal[:fitted], margin, seed)
+        metrics = field_metrics(model, shown, signal, wide_field, margin, HELD_OUT)
     settings = {"masks": masks, "flat": flat, "seed": seed, "frames": frames, "dark_frames": dark_frames}
     log.set_result({**metrics, **settings, "margin": margin, "dark_check": dark_ok.to_dict()})
     if not metrics["heldout_correlation"] >= MIN_HELDOUT_CORRELATION:

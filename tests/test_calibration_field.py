@@ -4,8 +4,8 @@ The fixture (drivers/slmsuite_bench.py, written without hil.physics) is calibrat
 leaves it (hil.benchmarks.field_fixture.prepare): its hidden sensor and SLM response (gamma) in the system copy,
 its hidden registration in a file. The hidden field is the block mean over each macro-pixel of the ROI of
 ``|amplitude_sim| exp(1j aberration)`` (hidden_field).
-Crosstalk is switched off in the recovery tests: the model's crosstalk is not the fixture's (docs/calibration.md),
-and with it the held-out check refuses the result (tested below). Figures: docs/calibration.md.
+The recovery tests keep the fixture's crosstalk and give the system its hidden value (no procedure measures it);
+a system without it is refused by the held-out check (tested below). Figures: docs/calibration.md.
 """
 
 import json
@@ -38,19 +38,19 @@ def calibrate(tmp_path, cfg, registration, **options):
         return measure_field(bench, log, registration, **options), truth
 
 
-@pytest.mark.slow  # each about 4 s on an idle 2-core machine
+@pytest.mark.slow  # each about 30 s (the crosstalk ripple) on a loaded 2-core machine
 @pytest.mark.parametrize("varied", [False, True])
 def test_field_recovers_the_hidden_beam_and_aberration(tmp_path, varied, fresh_sim_devices):  # noqa: F811
-    cfg, registration = prepare(tmp_path, varied, slm=NO_CROSSTALK)
+    cfg, registration = prepare(tmp_path, varied)
     found, truth = calibrate(tmp_path, cfg, registration)
     score = field_error(found.complex, truth)
-    # measured: default 0.9989 / 0.017 rad, varied 0.9992 / 0.018 rad (hidden registration: no tilt to remove)
+    # hidden registration (no tilt to remove); figures: benchmarks/field_fixture.md
     assert score["amplitude_correlation"] > 0.995
-    assert score["phase_rms_rad"] < 0.04 and score["phase_rms_untilted_rad"] < 0.04
+    assert score["phase_rms_rad"] < 0.06 and score["phase_rms_untilted_rad"] < 0.06
     assert found.metrics["heldout_correlation"] > 0.9
     assert found.amplitude.max() == 1.0 and found.provenance["procedure"] == "hil calibrate field"
-    # light outside the 64 px ROI: the iris (36 / 34 px radius) passes about 3.5 % / 0.4 % of the power there
-    assert found.metrics["outside_roi_power_fraction"] == pytest.approx(0.004 if varied else 0.035, abs=0.01)
+    # light outside the 64 px ROI: the bench's dump grating steers it off the camera
+    assert found.metrics["outside_roi_power_fraction"] < 0.02
 
 
 @pytest.mark.slow
@@ -68,20 +68,21 @@ def test_the_field_predicts_held_out_frames_better_than_a_uniform_beam(tmp_path,
 
 @pytest.mark.slow
 def test_fitting_the_light_outside_the_roi_halves_the_phase_error(tmp_path, fresh_sim_devices):  # noqa: F811
-    cfg, registration = prepare(tmp_path, slm=NO_CROSSTALK)
+    """Without the dump grating the iris (36 px radius) passes about 3.5 % of the power beside the 64 px ROI."""
+    cfg, registration = prepare(tmp_path, slm=NO_CROSSTALK, dump_period_px=0)
     scores = {}
     for margin in (0, 1):
         (tmp_path / "field.h5").unlink(missing_ok=True)
         found, truth = calibrate(tmp_path, cfg, registration, margin=margin)
         scores[margin] = field_error(found.complex, truth)
-    # measured: margin 0 -> 0.9913 / 0.045 rad; margin 1 -> 0.9989 / 0.017 rad
+    assert found.metrics["outside_roi_power_fraction"] == pytest.approx(0.035, abs=0.01)
     assert scores[0]["phase_rms_rad"] > 2 * scores[1]["phase_rms_rad"]
     assert scores[0]["amplitude_correlation"] < scores[1]["amplitude_correlation"]
 
 
 @pytest.mark.slow
 def test_crosstalk_the_model_lacks_is_refused_not_written(tmp_path, fresh_sim_devices):  # noqa: F811
-    cfg, registration = prepare(tmp_path)  # the fixture's 0.6 px crosstalk; the system has none
+    cfg, registration = prepare(tmp_path, crosstalk=False)  # the fixture's 0.6 px crosstalk; the system has none
     with pytest.raises(ValueError, match=r"held-out masks with correlation 0\.\d+ \(< 0\.9\).*nothing written"):
         calibrate(tmp_path, cfg, registration)
 

@@ -3,9 +3,10 @@
 For ``configs/bench_fixture.yaml`` and ``configs/bench_fixture_varied.yaml`` (copied, with their system file,
 into a scratch folder), the system copy gets the fixture's hidden sensor and SLM response (what steps 2 and 4
 of the calibration order measure), and the field is fitted (:mod:`calibration.field`) on frames of the same 12
-random masks under several conditions: with and without the margin for light outside the ROI, with the
-hidden and with a measured registration (the tilt it trades for the shift error), and with the fixture's
-crosstalk, which the system either lacks or models (``slm.crosstalk_sigma_px``). Each recovered field is
+random masks under several conditions: with and without the margin for light outside the ROI (with the
+bench's dump grating beside the ROI, and with a flat SLM there), with the hidden and with a measured
+registration (the tilt it trades for the shift error), and with the fixture's crosstalk, which the system
+either lacks or models (``slm.crosstalk_sigma_px``). Each recovered field is
 compared with the hidden one (:func:`hidden_field`, :func:`field_error`); results go to
 ``benchmarks/field_fixture.json`` and ``.md``.
 
@@ -44,19 +45,31 @@ from hil.physics.registration import Registration
 from hil.physics.system import load_system
 
 
-def prepare(folder: Path, varied: bool = False, slm: dict | None = None, camera: dict | None = None):
-    """A fixture bench in ``folder`` (keywords overridden by ``slm`` / ``camera``) whose system copy holds the
-    hidden sensor and SLM response, and its hidden registration (also saved as ``registration.json``);
-    returns (bench file, registration)."""
+def prepare(
+    folder: Path,
+    varied: bool = False,
+    slm: dict | None = None,
+    camera: dict | None = None,
+    crosstalk: bool = True,
+    dump_period_px: int | None = None,
+):
+    """A fixture bench in ``folder`` (keywords overridden by ``slm`` / ``camera``; the dump grating's period by
+    ``dump_period_px``) whose system copy holds the hidden sensor and SLM response (and, with ``crosstalk``, the
+    hidden crosstalk), and its hidden registration (also saved as ``registration.json``); returns (bench file,
+    registration)."""
     folder.mkdir(parents=True, exist_ok=True)
     doc = yaml.safe_load((REPO_ROOT / "configs" / BENCHES["varied" if varied else "default"]).read_text())
     doc["slm"]["kwargs"].update(slm or {})
+    if dump_period_px is not None:
+        doc["slm"]["dump_period_px"] = dump_period_px
     doc["camera"]["kwargs"].update(camera or {})
     bench = folder / "bench_fixture.yaml"
     bench.write_text(yaml.safe_dump(doc))
     system = yaml.safe_load((REPO_ROOT / "configs" / doc["system"]).read_text())
     sensor = doc["camera"]["kwargs"]
     system["slm"]["gamma"] = hidden_gamma(bench).tolist()
+    if crosstalk:
+        system["slm"]["crosstalk_sigma_px"] = float(doc["slm"]["kwargs"]["crosstalk_sigma_px"])
     system["camera"].update({key: sensor[key] for key in ("dark_offset_adu", "read_noise_e", "gain_adu_per_e")})
     (folder / doc["system"]).write_text(yaml.safe_dump(system))
     side = system["optics"]["pad_factor"] * system["optics"]["n"]
@@ -125,24 +138,30 @@ def run_bench(name: str, folder: Path) -> list[dict]:
     varied = name == "varied"
     masks = field_masks(16, 12, seed=0)
     rows = []
-    for crosstalk in (False, True):
-        where = folder / ("crosstalk" if crosstalk else "no_crosstalk")
-        bench_yaml, hidden = prepare(where, varied, slm=None if crosstalk else {"crosstalk_sigma_px": 0.0})
+    for variant in ("no_crosstalk", "no_dump_grating", "crosstalk"):
+        where = folder / variant
+        slm = None if variant == "crosstalk" else {"crosstalk_sigma_px": 0.0}
+        dump = 0 if variant == "no_dump_grating" else None
+        bench_yaml, hidden = prepare(where, varied, slm=slm, crosstalk=False, dump_period_px=dump)
         system = load_system(where / "system_fixture.yaml")
         frames, truth, measured, noise = _frames(bench_yaml, where, masks)
         sigma = yaml.safe_load(bench_yaml.read_text())["slm"]["kwargs"]["crosstalk_sigma_px"]
         modelled = dataclasses.replace(system, slm=dataclasses.replace(system.slm, crosstalk_sigma_px=sigma))
-        if crosstalk:
-            conditions = [
+        conditions = {
+            "crosstalk": [
                 (f"crosstalk {sigma} px, system without it", system, hidden, 1),
                 (f"crosstalk {sigma} px, system with it", modelled, hidden, 1),
-            ]
-        else:
-            conditions = [
+            ],
+            "no_dump_grating": [
+                ("no crosstalk, flat beside the ROI (no dump grating), margin 1", system, hidden, 1),
+                ("no crosstalk, flat beside the ROI (no dump grating), margin 0", system, hidden, 0),
+            ],
+            "no_crosstalk": [
                 ("no crosstalk, hidden registration", system, hidden, 1),
                 ("no crosstalk, hidden registration, margin 0", system, hidden, 0),
                 ("no crosstalk, measured registration", system, measured, 1),
-            ]
+            ],
+        }[variant]
         for label, model_system, registration, margin in conditions:
             model = BenchModel(model_system, registration)
             start = time.perf_counter()

@@ -262,6 +262,12 @@ def field(
     flat: bool = typer.Option(False, "--flat", help="First mask flat (zero phase): a bright zero order."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random masks."),
     margin: int = typer.Option(1, "--margin", min=0, help="Mask pixels fitted around the ROI (light outside it)."),
+    crosstalk: bool = typer.Option(
+        False, "--fit-crosstalk", help="Also measure the SLM's crosstalk (slm.crosstalk_sigma_px) from the frames."
+    ),
+    update_system: Path = typer.Option(
+        None, help="With --fit-crosstalk: write slm.crosstalk_sigma_px into this system.yaml."
+    ),
     frames_count: int = frames_option(1, "Lit frames averaged per mask."),
     dark_frames: int = dark_frames_option(4, minimum=2),
     exposure_s: float = typer.Option(None, help="Camera exposure (s) for the frames (default: the bench's)."),
@@ -281,6 +287,8 @@ def field(
     from hil.physics.registration import load_registration
 
     console = Console()
+    if update_system is not None and not crosstalk:
+        raise ValueError("--update-system writes the measured crosstalk: it needs --fit-crosstalk")
     spec = load_bench(bench_config, import_plugins=not dry_run)
     check_exposure(spec, exposure_s)
     source = registration if registration is not None else spec.calibration_files.get("registration")
@@ -299,10 +307,10 @@ def field(
     frames.unlink(missing_ok=True)  # only reached with --overwrite
     settings = {
         "masks": masks, "flat": flat, "seed": seed, "margin": margin, "frames": frames_count,
-        "dark_frames": dark_frames, "exposure_s": exposure_s, "registration": str(source),
+        "dark_frames": dark_frames, "exposure_s": exposure_s, "registration": str(source), "crosstalk": crosstalk,
     }  # fmt: skip
     with _exposed_session(spec, frames, "field", settings, exposure_s) as (bench, log):
-        result = measure_field(bench, log, found, masks, flat, seed, frames_count, dark_frames, margin)
+        result = measure_field(bench, log, found, masks, flat, seed, frames_count, dark_frames, margin, crosstalk)
     with tempfile.TemporaryDirectory() as scratch:  # SLMField.save writes in place; the output is atomic
         write_bytes(out, result.save(Path(scratch) / out.name).read_bytes(), overwrite)
     write_bytes(plot, _field_png(result.amplitude, result.phase_rad), overwrite)
@@ -313,5 +321,9 @@ def field(
         f"{m['heldout_correlation']:.3f}, light outside the ROI {100 * m['outside_roi_power_fraction']:.2g} %; "
         f"wrote {out} and {plot}; bench left safe"
     )
+    if crosstalk:
+        console.print(f"crosstalk sigma {m['crosstalk_sigma_px']:.3g} SLM px (least held-out residual)")
+        if update_system is not None:
+            _update_system(update_system, "slm", {"crosstalk_sigma_px": round(m["crosstalk_sigma_px"], 4)}, console)
     if update_bench:
         _update_bench(bench_config, "field", out, console)
