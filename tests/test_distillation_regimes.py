@@ -1,8 +1,10 @@
 """Distillation benchmark pieces: every regime trains a few steps with and without a teacher; the
 teacher is evaluated at the budget it names; the photon-gated handover to RAAR."""
 
+import csv
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,8 @@ from hil.benchmarks.distillation import (
     REGIMES,
     DistillationBenchmark,
     EvalSet,
+    _student_variants,
+    ablation_distillation,
     learned_rows,
     regime_config,
     regime_name,
@@ -26,6 +30,7 @@ from hil.physics.optics import CDPGeometry, phase_to_field
 from hil.solvers import ObjectConstraint
 from hil.solvers.alternating import raar
 
+STUDENT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train_student.yaml"
 TINY = dict(n=16, steps=3, batch_size=2, val_images=2, val_every=3, checkpoint_every=3, threads=1)
 N = 16
 
@@ -113,3 +118,42 @@ def test_calibrated_handover_never_loses_where_it_runs():
     active = [r for r in table if r["photons_per_frame"] is None or r["photons_per_frame"] >= photons]
     assert active and all(r["handover_psnr_db"][str(iterations)] >= r["decoder_psnr_db"] for r in active)
     assert system.decoder.cfg.handover_iterations == 0  # calibration leaves the decoder as it was
+
+
+def test_ablations_force_their_cpm_mode_on_the_shipped_student_config():
+    bench = DistillationBenchmark(
+        student_config=str(STUDENT_CONFIG),
+        seeds=(0,),
+        regimes=("product",),
+        ablations=("cpm_gram", "cpm_none", "feature_none"),
+    )
+    runs = _student_variants(bench)
+    kd = runs["student_kd_s0"][1].distillation
+    assert kd.cpm_mode == "auto" and kd.teacher  # the KD student itself chooses its CPM mode
+    cpm_only = runs["ablation_feature_none"][1].distillation
+    assert cpm_only.cpm_mode == "informative" and cpm_only.cpm_weight == kd.cpm_weight > 0
+    assert cpm_only.feature_weight == 0 and cpm_only.teacher == kd.teacher
+    feature_only = runs["ablation_cpm_none"][1].distillation
+    assert feature_only.cpm_mode == "none" and feature_only.feature_weight == kd.feature_weight > 0
+    assert runs["ablation_cpm_gram"][1].distillation.cpm_mode == "gram"
+
+
+def test_an_ablation_without_the_term_it_keeps_is_refused():
+    with pytest.raises(ValueError, match="cpm_weight > 0"):
+        ablation_distillation(DistillConfig(teacher="t", cpm_weight=0.0), "feature_none")
+    with pytest.raises(ValueError, match="feature_weight > 0"):
+        ablation_distillation(DistillConfig(teacher="t", feature_weight=0.0), "cpm_none")
+    with pytest.raises(ValueError, match="unknown ablation 'cpm_all'"):
+        ablation_distillation(DistillConfig(teacher="t"), "cpm_all")
+
+
+def test_cpm_only_ablation_trains_on_the_informative_cpm_term(teacher, tmp_path):
+    distill = ablation_distillation(DistillConfig(cpm_mode="auto", cpm_weight=10.0, feature_weight=0.5), "feature_none")
+    cfg = TrainConfig(
+        decoder=DecoderConfig(stages=2, channels=4, refine_steps=1, warm_iterations=2), distillation=distill, **TINY
+    )
+    result = train(cfg, tmp_path, progress=False, teacher=teacher)
+    assert result.model.cpm_mode == "informative"  # not re-chosen from the teacher's masks
+    with open(tmp_path / "log.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["cpm"]]
+    assert rows and all(0 < float(r["cpm"]) <= 1 for r in rows)  # 1 - |<μ_s, μ_t>| / N of two distinct masks

@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest_devices import fresh_sim_devices  # noqa: F401
+from test_calibrated_capture import nominal_bundle
 
 from drivers.serial_sim import simulated_device
 from drivers.sim_optics import DriftingSample
 from hil.bench.bench import Bench
 from hil.bench.live import LiveSettings, run_live
-from hil.bench.reconstruct import mask_operator, reconstruct_classical, uniform_mask
+from hil.bench.reconstruct import reconstruct_classical, uniform_mask
+from hil.benchmarks.calibrated_model import write_hidden_calibration
 
 REPO = Path(__file__).resolve().parents[1]
 LIVE_BENCH = REPO / "configs" / "bench_sim_live.yaml"
@@ -26,7 +29,7 @@ LIVE_BENCH = REPO / "configs" / "bench_sim_live.yaml"
 
 def _mask_and_op(bench: Bench):
     mask = uniform_mask(bench.spec.system.optics.n, 0)
-    return mask, mask_operator(bench.spec.system, mask)
+    return mask, bench.spec.model().operator(mask)
 
 
 def _numbers(h5: h5py.File, group: str) -> list[int]:
@@ -162,3 +165,58 @@ def test_live_rate_comes_from_the_trigger_period():
 
     assert trigger_rate_fps(load_bench(LIVE_BENCH)) == pytest.approx(20.0)  # period_us: 50000
     assert trigger_rate_fps(load_bench(REPO / "configs" / "bench_sim.yaml")) == pytest.approx(100.0)
+
+
+def test_live_decodes_the_cameras_own_pixels_through_the_benchs_calibrated_model(tmp_path, fresh_sim_devices):  # noqa: F811
+    """On the fixture bench calibrated with its hidden values (40 x 48 camera registered to the 32 x 32 model
+    detector, SLM-plane field, measured LUT), each live phase map is the bundle's decoder on its raw frame
+    through ``spec.model()``, exactly as reconstruct decodes a capture; nothing is resampled."""
+    from typer.testing import CliRunner
+
+    from hil.bench.config import load_bench
+    from hil.bench.reconstruct import (
+        detector_pixels_per_camera_pixel,
+        frame_to_photons,
+        reconstruct_bundle,
+        to_model_units,
+    )
+    from hil.cli import app
+    from hil.learning.bundle import load_bundle
+    from hil.physics.registration import Registration
+
+    cfg, bundle, out = write_hidden_calibration(tmp_path), nominal_bundle(tmp_path), tmp_path / "live.h5"
+    args = ["live", "--bench", cfg, "--bundle", bundle, "--frames", 3, "--fps", 10, "--dark-frames", 0, "--out", out]
+    forbidden = lambda *a, **k: pytest.fail("a camera frame was resampled onto the model grid")  # noqa: E731
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Registration, "resample", forbidden)
+        result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    spec = load_bench(cfg)
+    model, camera, loaded = spec.model(), spec.system.camera, load_bundle(bundle, expect_system=spec.system)
+    op = model.operator(loaded.mask_rad[0].double())
+    with h5py.File(out) as h5:
+        assert json.loads(h5.attrs["registration_json"])["camera_shape"] == [40, 48] and "field" in h5
+        frames = [h5["frames"][k][()] for k in sorted(h5["frames"])]
+        phases = [h5["phase_rad"][k][()] for k in sorted(h5["phase_rad"])]
+    assert len(frames) == len(phases) == 3 and frames[0].shape == (40, 48) and phases[0].shape == (16, 16)
+    for frame, phase in zip(frames, phases, strict=True):
+        photons = frame_to_photons(frame - camera.dark_offset_adu, camera)
+        level = float(photons.mean()) / detector_pixels_per_camera_pixel(model)
+        expected = reconstruct_bundle(loaded, op, to_model_units(op, photons), level)
+        np.testing.assert_allclose(phase, expected[0].double().numpy(), atol=1e-5)
+
+
+def test_live_refuses_a_camera_the_model_does_not_predict(tmp_path, fresh_sim_devices):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from hil.cli import app
+
+    cfg, bundle, out = write_hidden_calibration(tmp_path), nominal_bundle(tmp_path), tmp_path / "live.h5"
+    doc = yaml.safe_load(cfg.read_text())
+    doc["calibration"].pop("registration")  # the 40 x 48 camera without its registration
+    cfg.write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(app, ["live", "--bench", str(cfg), "--bundle", str(bundle), "--out", str(out)])
+    assert "the camera gives frames of (40, 48) (height, width) but the model predicts (32, 32)" in str(
+        result.exception
+    )
+    assert not out.exists() and simulated_device("sim-shutter://").firmware.state["shutter"] == "CLOSED"

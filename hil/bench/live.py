@@ -7,8 +7,10 @@ gives them (``frame_number``, ``frame_time_s``), and puts it on the queue; when 
 full the frame is dropped and its number recorded, so drops are counted, not guessed. The
 decoder thread takes whatever waits on the queue (up to ``max_batch`` frames at once), sets aside
 saturated frames and frames without signal (stored in group ``rejected`` and counted, as a capture
-would refuse them), turns the rest into model units, decodes them, and writes each phase map, its
-raw frame and its timing to the HDF5 log at once (:class:`hil.bench.frame_log.FrameLog`). On every
+would refuse them), turns the rest into model units on the camera's own pixels through the bench's
+calibrated model (as capture and reconstruct do: nothing is resampled), decodes them, and writes each
+phase map, its raw frame and its timing to the HDF5 log at once (:class:`hil.bench.frame_log.FrameLog`),
+which also records the calibrated model (:func:`hil.bench.capture.record_model`). On every
 exit the loop stops, the decoder finishes the frames already queued, the trigger box is disarmed and
 the light switched off; the :class:`~hil.bench.bench.Bench` context manager still owns the full safe state.
 """
@@ -29,17 +31,18 @@ import torch
 
 from drivers.io_guard import atomic_io
 from hil.bench.bench import Bench
-from hil.bench.capture import dark_level
+from hil.bench.capture import dark_level, record_model
 from hil.bench.config import BenchSpec
 from hil.bench.exposure import auto_expose
 from hil.bench.frame_log import FrameLog
-from hil.bench.reconstruct import frame_to_photons, to_model_units
+from hil.bench.reconstruct import detector_pixels_per_camera_pixel, frame_to_photons, single_precision, to_model_units
 from hil.bench.signals import saturated_fraction, saturation_level, tolerance_adu
 from hil.common.config import to_mapping
 from hil.learning.coded_system import CodedSystem
+from hil.physics.bench_model import BenchModel
 from hil.physics.optics import CDPOperator
 
-Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, 1, Hd, Wd), photons (B,) -> phase (B, n, n)
+Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, 1, H, W) camera px, photons (B,) -> (B, n, n)
 
 
 @dataclass(frozen=True)
@@ -199,17 +202,17 @@ def trigger_rate_fps(spec: BenchSpec, default: float = 20.0) -> float:
     return default
 
 
-def system_decoder(system: CodedSystem) -> tuple[CDPOperator, Decoder]:
-    """A coded system's operator and its decoder as a live :data:`Decoder` (per-frame photon levels)."""
-    system = system.eval()
-    with torch.no_grad():
-        op = system.operator()
+def system_decoder(system: CodedSystem, op: CDPOperator) -> Decoder:
+    """A coded system's decoder told the bench's calibrated operator ``op`` of its mask
+    (``spec.model().operator(mask_rad)``), in single precision, as a live :data:`Decoder` (per-frame photon
+    levels); as :func:`hil.bench.reconstruct.reconstruct_bundle` decodes a capture."""
+    system, op = system.eval(), single_precision(op)
 
     @torch.no_grad()
     def decode(y: torch.Tensor, photons: torch.Tensor) -> torch.Tensor:
-        return system(op, y.to(op.masks.real.dtype), photons).phase_rad
+        return system(op, y.to(torch.float32), photons).phase_rad
 
-    return op, decode
+    return decode
 
 
 def _screen(bench: Bench, dark_adu: np.ndarray) -> Callable[[np.ndarray], str | None]:
@@ -224,13 +227,16 @@ def _screen(bench: Bench, dark_adu: np.ndarray) -> Callable[[np.ndarray], str | 
     return screen
 
 
-def model_converter(op: CDPOperator, camera, dark_adu: np.ndarray) -> Callable:
-    """Raw frames (ADU) -> (CDPs (B, 1, Hd, Wd) in model units float32, photons per pixel (B,))."""
+def model_converter(model: BenchModel, op: CDPOperator, camera, dark_adu: np.ndarray) -> Callable:
+    """Raw frames (ADU, (height, width) camera pixels) -> (CDPs (B, 1, height, width) in model units on the
+    camera's pixels, float32; photons per model detector pixel (B,), the decoders' unit, as
+    :func:`hil.bench.reconstruct.load_capture` counts them)."""
+    area = detector_pixels_per_camera_pixel(model)
 
     def convert(frames_adu: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         photons = [frame_to_photons(adu - dark_adu, camera) for adu in frames_adu]
         y = torch.cat([to_model_units(op, p) for p in photons]).float()
-        return y, torch.tensor([float(p.mean()) for p in photons])
+        return y, torch.tensor([float(p.mean()) / area for p in photons])
 
     return convert
 
@@ -247,27 +253,37 @@ def run_live(
 ) -> LiveStats:
     """Show ``mask_rad`` ``(n, n)``, take the dark level, then stream ``settings.frames`` triggers.
 
-    ``op`` is the model of the shown mask, ``decode`` turns CDPs in model units into phase maps
-    (``decoder`` says which, for the provenance). Returns the run's counts and timings; they are
-    also written to ``path``'s ``result_json``.
+    ``op`` is the bench's calibrated model of the shown mask (``bench.spec.model().operator(mask_rad)``,
+    on the camera's own pixels when the bench config names a registration); ``decode`` turns CDPs in model
+    units on those pixels into phase maps (``decoder`` says which, for the provenance). A camera whose
+    frames are not the size the model predicts is refused before streaming. Returns the run's counts and
+    timings; they are also written to ``path``'s ``result_json``.
     """
     camera = bench.spec.system.camera  # the calibrated sensor
+    model = bench.spec.model()
     bench.show_mask(mask_rad)
+    shape = tuple(np.asarray(bench.capture()).shape)
+    if shape != tuple(op.camera_shape):
+        raise ValueError(
+            f"the camera gives frames of {shape} (height, width) but the model predicts {tuple(op.camera_shape)}: "
+            "name the camera registration (hil calibrate geometry) in the bench config's calibration section, "
+            "or fix the camera window/binning"
+        )
     stats = LiveStats()
     record = {"live": to_mapping(settings), "bench": to_mapping(bench.spec.config), "decoder": decoder}
     with FrameLog(path, "live", record, seed=bench.spec.config.seed) as log:
-        system_json = json.dumps(to_mapping(bench.spec.system))
-        log.set_attrs(system_json=system_json, camera_spec_json=json.dumps(to_mapping(camera)))
+        record_model(log, bench.spec, model)
+        log.set_attrs(camera_spec_json=json.dumps(to_mapping(camera)))
         log.store("mask_rad", np.asarray(mask_rad, dtype=np.float64))
         if settings.auto_exposure is not None:
             with bench.lit():
                 auto_expose(bench, settings.auto_exposure, log)
         log.set_attrs(exposure_s=float(bench.camera.get_exposure()))
         bench.light_off()
-        dark_adu = dark_level(bench, log, settings.dark_frames, np.asarray(bench.capture()).shape)
+        dark_adu = dark_level(bench, log, settings.dark_frames, shape)
         jobs: queue.Queue = queue.Queue(maxsize=settings.queue_frames)
         stop = threading.Event()
-        convert = model_converter(op, camera, dark_adu)
+        convert = model_converter(model, op, camera, dark_adu)
         worker = _DecoderThread(jobs, stop, _screen(bench, dark_adu), convert, decode, log, stats, settings)
         trigger = next((a for a in bench.serial.values() if hasattr(a, "fire")), None)
         start, fired_before = None, None

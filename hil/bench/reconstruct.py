@@ -20,15 +20,8 @@ from hil.physics.bench_model import BenchModel
 from hil.physics.camera import CameraSpec
 from hil.physics.optics import Binning, CDPOperator
 from hil.physics.registration import Registration
-from hil.physics.slm import SLMModel
 from hil.physics.system import SystemConfig
 from hil.solvers import solve
-
-
-def mask_operator(system: SystemConfig, mask_rad: np.ndarray | torch.Tensor) -> CDPOperator:
-    """The operator of a mask ``(n, n)`` in radians as the system's SLM realises it."""
-    mask = torch.as_tensor(mask_rad, dtype=torch.float64)
-    return system.geometry().operator(SLMModel(system.slm).transmittance(mask[None]))
 
 
 def uniform_mask(n: int, seed: int) -> np.ndarray:

@@ -36,6 +36,7 @@ from hil.data.datasets import batch, distinct_images
 from hil.learning.bundle import load_bundle
 from hil.learning.coded_system import CodedSystem, decode, photons_per_frame, point_antisymmetry
 from hil.learning.decoders import DecoderConfig, parameter_count
+from hil.learning.distillation import DistillConfig
 from hil.learning.evaluation import ms_per_frame, noisy_cdps, photons_for_snr, reference_mask, twin_check
 from hil.learning.train_config import TrainConfig, load_train_config
 from hil.solvers import ObjectConstraint, solve, solve_at_checkpoints
@@ -96,6 +97,28 @@ def regime_config(cfg: DistillationBenchmark, base: TrainConfig, regime: str) ->
     raise ValueError(f"unknown regime {regime!r}; choose from {REGIMES}")
 
 
+KD_ABLATIONS = ("cpm_gram", "cpm_none", "feature_none")
+
+
+def ablation_distillation(kd: DistillConfig, name: str) -> DistillConfig:
+    """The distillation settings of the loss ablation ``name``, derived from the KD student's ``kd``.
+
+    Each forces its CPM mode (never ``auto``, which may resolve to no CPM term and leave the ablation
+    nothing to ablate): ``cpm_gram`` (the Gram CPM loss), ``cpm_none`` (feature-only) and
+    ``feature_none`` (CPM-only: the ``informative`` pointwise CPM loss, feature weight 0).
+    """
+    if name not in KD_ABLATIONS:
+        raise ValueError(f"unknown ablation {name!r}; choose from {[*KD_ABLATIONS, 'unet_backprojection']}")
+    kept = "feature_weight" if name == "cpm_none" else "cpm_weight"
+    if getattr(kd, kept) <= 0:
+        raise ValueError(f"ablation {name!r} needs distillation.{kept} > 0, got {getattr(kd, kept)}")
+    if name == "cpm_gram":
+        return dataclasses.replace(kd, cpm_mode="gram")
+    if name == "cpm_none":
+        return dataclasses.replace(kd, cpm_mode="none")
+    return dataclasses.replace(kd, cpm_mode="informative", feature_weight=0.0)
+
+
 def _student_variants(cfg: DistillationBenchmark) -> dict[str, tuple[str, TrainConfig]]:
     """Run name -> (regime, config) of every student run (teacher path filled in)."""
     teacher_bundle = str(Path(cfg.out_dir) / "teacher" / "bundle")
@@ -113,21 +136,14 @@ def _student_variants(cfg: DistillationBenchmark) -> dict[str, tuple[str, TrainC
                     dataclasses.replace(regime_cfg, seed=seed, distillation=distill),
                 )
     s0 = cfg.seeds[0]
-    variants = {
-        "cpm_gram": dataclasses.replace(kd, cpm_mode="gram"),
-        "cpm_none": dataclasses.replace(kd, cpm_mode="none"),  # feature-only
-        "feature_none": dataclasses.replace(kd, feature_weight=0.0),  # CPM-only
-    }
     for name in cfg.ablations:
         if name == "unet_backprojection":  # the plain back-projection U-Net (no warm start), alone
             run_cfg = dataclasses.replace(
                 regime_config(cfg, base, "cnn"), seed=s0, distillation=nokd,
                 decoder=dataclasses.replace(cfg.cnn_decoder, warm_iterations=0),
             )  # fmt: skip
-        elif name in variants:
-            run_cfg = dataclasses.replace(base, seed=s0, distillation=variants[name])
         else:
-            raise ValueError(f"unknown ablation {name!r}; choose from {[*variants, 'unet_backprojection']}")
+            run_cfg = dataclasses.replace(base, seed=s0, distillation=ablation_distillation(kd, name))
         runs[f"ablation_{name}"] = ("product", run_cfg)
     return runs
 

@@ -67,13 +67,13 @@ def measure(n: int, frames: int, repeats: int = 3, progress: Callable[[str], Non
         folder = Path(tmp)
         spec = load_bench(_bench_for(n, folder))
         system, weights = _student(spec.system)
-        op, decode = system_decoder(system)
-        detector = spec.system.geometry().detector_shape
-        batch1 = decode_fps(decode, detector, 1, repeats)
-        batch64 = decode_fps(decode, detector, 64, repeats)
+        mask_rad = system.mask_rad[0].detach().double().numpy()
+        op = spec.model().operator(mask_rad)
+        decode = system_decoder(system, op)
+        batch1 = decode_fps(decode, op.camera_shape, 1, repeats)
+        batch64 = decode_fps(decode, op.camera_shape, 64, repeats)
         progress(f"n={n}: decode {batch1:.1f} fps at batch 1, {batch64:.1f} fps at batch 64")
         camera_fps = trigger_rate_fps(spec)
-        mask_rad = system.mask_rad[0].detach().double().numpy()
         settings = LiveSettings(fps=camera_fps, frames=frames, dark_frames=2)
         with Bench(spec) as bench:
             stats = run_live(bench, mask_rad, op, decode, settings, folder / "live.h5", decoder=f"student ({weights})")

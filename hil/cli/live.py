@@ -32,8 +32,8 @@ def live(
     threads: int = typer.Option(1, min=1, help="CPU threads of the decoder."),
 ) -> None:
     """Arm the trigger box, stream frames at --fps, decode each as it arrives (separate thread, bounded
-    queue), write phase maps to HDF5 as they come; shows fps, latency and dropped frames. The bench
-    is left safe on every exit, Ctrl-C included."""
+    queue) through the bench's calibrated model on the camera's own pixels, write phase maps to HDF5 as
+    they come; shows fps, latency and dropped frames. The bench is left safe on every exit, Ctrl-C included."""
     import numpy as np
     import torch
     from rich.console import Console
@@ -43,7 +43,7 @@ def live(
     from hil.bench.config import load_bench
     from hil.bench.frame_log import ensure_new
     from hil.bench.live import LiveSettings, run_live, system_decoder, trigger_rate_fps
-    from hil.bench.reconstruct import mask_operator, reconstruct_classical, uniform_mask
+    from hil.bench.reconstruct import reconstruct_classical, uniform_mask
     from hil.learning.bundle import load_bundle
 
     console = Console()
@@ -51,15 +51,16 @@ def live(
     spec = load_bench(bench_config)
     fps = fps or trigger_rate_fps(spec)
     settings = LiveSettings(fps, frames, queue_frames, max_batch, dark_frames, auto_exposure, keep_frames)
+    model = spec.model()  # the calibration files the bench config names are read and checked before any device
     if random_mask:
-        n = spec.system.optics.n
-        mask_rad = uniform_mask(n, seed)
-        op = mask_operator(spec.system, mask_rad)
+        mask_rad = uniform_mask(spec.system.optics.n, seed)
+        op = model.operator(mask_rad)
         raar = raar or 50
     else:
         loaded = load_bundle(bundle, expect_system=spec.system)
         mask_rad = loaded.mask_rad[0].numpy().astype(np.float64)
-        op, decode = system_decoder(loaded.system)
+        op = model.operator(mask_rad)  # the bench's calibrated model, not the bundle's own twin
+        decode = system_decoder(loaded.system, op)
     if raar is not None:
 
         def decode(y, _photons):  # noqa: F811 - RAAR instead of the bundle's decoder, same mask
