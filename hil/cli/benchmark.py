@@ -179,3 +179,39 @@ def pipeline(
     write_text(out.with_suffix(".md"), markdown_table(rows), overwrite)
     console.print(markdown_table(rows))
     console.print(f"wrote {out}, {out.with_suffix('.md')}")
+
+
+@app.command("calibration")
+def calibration(
+    out: Path = typer.Option(Path("benchmarks/calibration.json"), help="JSON output (Markdown table beside it)."),
+    bundle: Path = typer.Option(Path("models/student_fixture"), help="Student bundle of the fixture system."),
+    benches: list[str] = typer.Option(["default", "varied"], help="Fixture benches (default, varied)."),
+    samples: int = typer.Option(8, min=2, help="Held-out samples per SNR level."),
+    finetune_samples: int = typer.Option(4, min=1, help="Fine-tuning samples per SNR level."),
+    iterations: int = typer.Option(100, min=10, help="RAAR iterations."),
+    finetune_steps: int = typer.Option(60, min=1, help="Fine-tuning steps."),
+    work: Path = typer.Option(Path("runs/calibration_benchmark"), help="Scratch folder (benches, frames, bundles)."),
+    overwrite: bool = OVERWRITE,
+) -> None:
+    """Student and RAAR at each calibration stage (ideal, uncalibrated, calibrated, finetuned), two fixture benches."""
+    from dataclasses import asdict
+
+    from hil.benchmarks.calibration import CalibrationBenchmark, markdown, run
+
+    console = Console()
+    _check_results(out, overwrite)
+    unknown = sorted(set(benches) - {"default", "varied"})
+    if unknown:
+        raise ValueError(f"--benches: unknown bench {unknown[0]!r}; allowed: default, varied")
+    if work.exists() and any(work.iterdir()):
+        raise ValueError(f"--work {work}: not empty; the benchmark calibrates fresh copies of the benches there")
+    cfg = CalibrationBenchmark(
+        bundle=str(bundle), benches=tuple(benches), samples=samples, finetune_samples=finetune_samples,
+        iterations=iterations, finetune_steps=finetune_steps,
+    )  # fmt: skip
+    rows = run(cfg, work, progress=console.log)
+    header = record(asdict(cfg), seed=cfg.seed, command="hil benchmark calibration")
+    write_text(out, json.dumps({**header, "rows": rows}, indent=1), overwrite)
+    write_text(out.with_suffix(".md"), markdown(rows), overwrite)
+    console.print(markdown(rows))
+    console.print(f"wrote {out}, {out.with_suffix('.md')}")
