@@ -144,3 +144,19 @@ def test_decoder_photon_level_of_an_averaged_capture(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["reconstruct", str(tmp_path / "c.h5"), "--bundle", str(path)])
     assert result.exit_code == 0, result.output
     assert levels == [pytest.approx(200.0, rel=0.03)]
+
+
+def test_a_dim_frame_is_signal_and_a_dark_one_is_not():
+    """5 photons per pixel (10 dB) under 3 e- read noise: 3 ADU mean against 1.8 ADU of noise per pixel is plainly
+    signal over 1920 pixels (the old per-pixel tolerance refused it); the same sensor with the light off is not."""
+    from hil.bench.signals import has_signal, signal_tolerance_adu
+    from hil.physics.camera import CameraSpec
+
+    camera = CameraSpec(gain_adu_per_e=0.6, read_noise_e=3.0, dark_offset_adu=100.0)
+    rng = np.random.default_rng(0)
+    shape = (40, 48)
+    dark = np.rint(100 + 0.6 * rng.normal(0, 3, (2, *shape))).mean(axis=0)
+    lit = np.rint(100 + 0.6 * (rng.poisson(5.0, shape) + rng.normal(0, 3, shape)))
+    unlit = np.rint(100 + 0.6 * rng.normal(0, 3, shape))
+    assert signal_tolerance_adu(camera, lit.size) < 0.25
+    assert has_signal(lit, dark, camera) and not has_signal(unlit, dark, camera)

@@ -36,7 +36,7 @@ from hil.bench.config import BenchSpec
 from hil.bench.exposure import auto_expose
 from hil.bench.frame_log import FrameLog
 from hil.bench.reconstruct import detector_pixels_per_camera_pixel, frame_to_photons, single_precision, to_model_units
-from hil.bench.signals import saturated_fraction, saturation_level, tolerance_adu
+from hil.bench.signals import has_signal, saturated_fraction, saturation_level
 from hil.common.config import to_mapping
 from hil.learning.coded_system import CodedSystem
 from hil.physics.bench_model import BenchModel
@@ -217,12 +217,12 @@ def system_decoder(system: CodedSystem, op: CDPOperator) -> Decoder:
 
 def _screen(bench: Bench, dark_adu: np.ndarray) -> Callable[[np.ndarray], str | None]:
     """Why a raw frame must not be decoded (``saturated``, ``no signal``), or None (the capture's checks)."""
-    level, tol = saturation_level(bench.camera), tolerance_adu(bench.spec.system.camera)
+    level, camera = saturation_level(bench.camera), bench.spec.system.camera
 
     def screen(adu: np.ndarray) -> str | None:
         if saturated_fraction(adu, level) > 0:
             return "saturated"
-        return "no signal" if float(np.mean(adu - dark_adu)) <= tol else None
+        return None if has_signal(adu, dark_adu, camera) else "no signal"
 
     return screen
 

@@ -7,13 +7,17 @@ it): ``dark_offset_adu``, ``read_noise_e`` and ``gain_adu_per_e``. Three checks,
 * a *dark* frame whose mean lies more than the tolerance above the calibrated offset, or whose
   pixel spread exceeds the read noise by more than it, saw light (shutter not closing, room light)
   or was taken against a stale radiometry calibration;
-* a *light* frame whose mean lies within the tolerance of the dark level carries no signal;
+* a *light* frame whose mean excess over the dark level is not significant (five standard errors of a frame's
+  mean under the read noise, :func:`signal_tolerance_adu`) carries no signal; a frame of 5 photons per pixel
+  (10 dB) is signal however small each pixel's excess;
 * a light frame with more saturated pixels than allowed would clip the speckles.
 
-The tolerance is ``max(1 ADU, read noise in ADU)``: about one photon per pixel at unit gain.
+The dark tolerance is ``max(1 ADU, read noise in ADU)``: about one photon per pixel at unit gain.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -56,12 +60,23 @@ def check_dark(frames_adu: np.ndarray, camera: CameraSpec) -> None:
             )
 
 
+def signal_tolerance_adu(camera: CameraSpec, pixels: int) -> float:
+    """Smallest mean excess over the dark level (ADU) that counts as signal in a frame of ``pixels``: five standard
+    errors of its mean under the read noise (at least half an ADU of rounding per pixel), and at least 0.05 ADU."""
+    return max(0.05, 5 * max(read_noise_adu(camera), 0.5) / math.sqrt(max(pixels, 1)))
+
+
+def has_signal(frame_adu: np.ndarray, dark_level_adu: np.ndarray | float, camera: CameraSpec) -> bool:
+    """Whether a light frame ``(height, width)`` stands significantly above the dark level."""
+    return float(np.mean(frame_adu - dark_level_adu)) > signal_tolerance_adu(camera, np.size(frame_adu))
+
+
 def check_signal(frames_adu: np.ndarray, dark_level_adu: np.ndarray | float, camera: CameraSpec) -> None:
     """Refuse light frames ``(count, height, width)`` whose mean sits at the dark level (no light arrived)."""
-    tol = tolerance_adu(camera)
     for index, frame in enumerate(frames_adu):
         signal = float(np.mean(frame - dark_level_adu))
-        if signal <= tol:
+        tol = signal_tolerance_adu(camera, frame.size)
+        if not has_signal(frame, dark_level_adu, camera):
             raise SignalError(
                 f"light frame {index} has no signal: mean {signal:.3g} ADU above the dark level (tolerance "
                 f"{tol:.3g} ADU): check the laser, shutter and exposure"
