@@ -191,6 +191,7 @@ def calibration(
     iterations: int = typer.Option(100, min=10, help="RAAR iterations."),
     finetune_steps: int = typer.Option(60, min=1, help="Fine-tuning steps."),
     work: Path = typer.Option(Path("runs/calibration_benchmark"), help="Scratch folder (benches, frames, bundles)."),
+    jobs: int = typer.Option(1, min=1, help="Benches run at once (one process and one CPU thread each)."),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Student and RAAR at each calibration stage (ideal, uncalibrated, calibrated, finetuned), two fixture benches."""
@@ -209,8 +210,8 @@ def calibration(
         bundle=str(bundle), benches=tuple(benches), samples=samples, finetune_samples=finetune_samples,
         iterations=iterations, finetune_steps=finetune_steps,
     )  # fmt: skip
-    rows = run(cfg, work, progress=console.log)
-    header = record(asdict(cfg), seed=cfg.seed, command="hil benchmark calibration")
+    rows = run(cfg, work, progress=console.log, jobs=jobs)
+    header = record({**asdict(cfg), "jobs": jobs}, seed=cfg.seed, command="hil benchmark calibration")
     write_text(out, json.dumps({**header, "rows": rows}, indent=1), overwrite)
     write_text(out.with_suffix(".md"), markdown(rows), overwrite)
     console.print(markdown(rows))
