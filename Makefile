@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo demo-student live test lint clean
+.PHONY: setup demo demo-bench demo-student live test lint clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml
 # The shipped student (models/student) against RAAR on four samples; writes runs/demo-*/index.html.
 demo: $(STAMP)
 	$(BIN)/hil demo
+
+# The fixture student on a realistic bench that is not the twin (slmsuite's simulators with a real bench's
+# flaws), through its stored calibration (configs/realistic/: measured radiometry, response, crosstalk, geometry, field).
+demo-bench: $(STAMP)
+	$(BIN)/hil demo --bench configs/realistic/bench.yaml --bundle models/student_fixture
 
 # Live imaging on the simulated bench with a drifting sample (configs/bench_sim_live.yaml).
 live: $(STAMP)
