@@ -19,7 +19,7 @@ per sample, the correlation of the frame with the model's prediction of the true
 camera pixels), the ratio of the normalised frame's sum to that prediction's, and the verification's
 correlation and chance level. Results: ``benchmarks/calibrated_model.json`` and ``.md``.
 
-Run: ``python -m hil.benchmarks.calibrated_model`` (about a minute on 2 CPU cores).
+Run: ``python -m hil.benchmarks.calibrated_model`` (about five minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
