@@ -6,11 +6,11 @@ of the calibration order measure), and the field is fitted (:mod:`calibration.fi
 random masks under several conditions: with and without the margin for light outside the ROI (with the
 bench's dump grating beside the ROI, and with a flat SLM there), with the hidden and with a measured
 registration (the tilt it trades for the shift error), and with the fixture's crosstalk, which the system
-either lacks, models, or measures (``--fit-crosstalk``, :func:`calibration.field.fit_crosstalk`). Each field is
+either lacks or models (its measurement, ``--fit-crosstalk``, is in ``hil benchmark calibration``). Each field is
 compared with the hidden one (:func:`hidden_field`, :func:`field_error`); results go to
 ``benchmarks/field_fixture.json`` and ``.md``.
 
-Run: ``python -m hil.benchmarks.field_fixture`` (about a minute on one idle CPU core).
+Run: ``python -m hil.benchmarks.field_fixture`` (about five minutes on one loaded CPU core: the crosstalk rows).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from calibration.field import (
     crop,
     field_masks,
     field_metrics,
-    fit_crosstalk,
     fit_field,
     record_frames,
 )
@@ -171,16 +170,6 @@ def run_bench(name: str, folder: Path) -> list[dict]:
             metrics = field_metrics(model, masks, frames, wide, margin, HELD_OUT)
             accepted = metrics["heldout_correlation"] >= MIN_HELDOUT_CORRELATION
             error = field_error(crop(wide, margin), truth)
-            rows.append(
-                {"bench": name, "condition": label, **error, **metrics, **noise, "accepted": accepted, "fit_s": seconds}
-            )
-        if variant == "crosstalk":  # the sigma measured from the same frames (--fit-crosstalk)
-            start = time.perf_counter()
-            found, wide, metrics = fit_crosstalk(BenchModel(system, hidden), masks, frames, 1, 0)
-            seconds = time.perf_counter() - start
-            accepted = metrics["heldout_correlation"] >= MIN_HELDOUT_CORRELATION
-            label = f"crosstalk {sigma} px, measured (--fit-crosstalk): {found:.2f} px"
-            error = field_error(crop(wide, 1), truth)
             rows.append(
                 {"bench": name, "condition": label, **error, **metrics, **noise, "accepted": accepted, "fit_s": seconds}
             )
