@@ -37,13 +37,7 @@ RUNNER = CliRunner()
 KINDS = ("cells", "phase_screen")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small FFTs and sparse products: one thread is many times faster than two on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _invoke(*args):

@@ -17,14 +17,7 @@ from hil.learning.bundle import load_bundle, save_bundle
 from hil.learning.decoders import DecoderConfig
 from hil.learning.training import TrainConfig, build_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is ten times faster than two on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
