@@ -152,17 +152,29 @@ def run_bench(name: str, folder: Path, seed: int = 0) -> list[dict]:
 
 
 def _twin_photons(
-    model: BenchModel, mask: np.ndarray, x: torch.Tensor, like: torch.Tensor, frames: int, generator: torch.Generator
+    model: BenchModel,
+    mask: np.ndarray,
+    x: torch.Tensor,
+    like: torch.Tensor,
+    frames: int,
+    generator: torch.Generator,
+    read_noise_e: float = 0.0,
+    dark_frames: int = 2,
 ) -> torch.Tensor:
     """The frame ``model`` predicts for object ``x``, scaled to the photons of the measured frame ``like`` on the
     pixels the model sees, with the shot noise of ``frames`` averaged frames (the ideal: a bench that is its
-    model)."""
+    model) and, when ``read_noise_e`` > 0, the Gaussian read noise (e-) of those frames less the mean of
+    ``dark_frames`` dark frames."""
     op = model.operator(mask)
     with torch.no_grad():
         clean = op.A(x)[0, 0]
     seen = op.detector.forward(torch.ones(op.geometry.detector_shape, dtype=clean.dtype)) > 0
     rate = clean * (like.double()[seen].clamp_min(0).sum() / clean[seen].sum())
-    return torch.poisson(rate * frames, generator=generator) / frames
+    noise = 0.0
+    if read_noise_e > 0:
+        read = read_noise_e * math.sqrt(1 / frames + 1 / dark_frames)
+        noise = torch.randn(rate.shape, generator=generator, dtype=rate.dtype) * read
+    return torch.poisson(rate * frames, generator=generator) / frames + noise
 
 
 def _photons(path: Path, captured: LoadedCapture) -> torch.Tensor:

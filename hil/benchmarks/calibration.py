@@ -29,8 +29,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -47,8 +45,8 @@ from hil.bench.bench import Bench
 from hil.bench.capture import CaptureSettings, capture_cdp
 from hil.bench.config import load_bench
 from hil.bench.reconstruct import load_capture, reconstruct_bundle, reconstruct_classical, to_model_units
-from hil.benchmarks.calibrated_model import _photons, write_hidden_calibration
-from hil.benchmarks.calibration_fixture import BENCHES, SPOT_EXPOSURE_S
+from hil.benchmarks.calibrated_model import _photons, _twin_photons, write_hidden_calibration
+from hil.benchmarks.calibration_fixture import BENCHES, SPOT_EXPOSURE_S, _hil
 from hil.common.metrics import phase_psnr
 from hil.common.provenance import REPO_ROOT
 from hil.learning.bundle import load_bundle
@@ -76,15 +74,6 @@ class CalibrationBenchmark:
     finetune_steps: int = 60
     fit_crosstalk: bool = True
     seed: int = 0
-
-
-def _hil(*args: object) -> float:
-    """Run ``hil ARGS`` (the real entry point); its wall-clock seconds."""
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "hil", *map(str, args)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"hil {' '.join(map(str, args))} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return time.perf_counter() - start
 
 
 def _frames_in(path: Path) -> int:
@@ -119,7 +108,7 @@ def calibrate(folder: Path, name: str, fit_crosstalk: bool = True) -> tuple[Path
     }  # fmt: skip
     spent = {}
     for step, options in steps.items():
-        seconds = _hil("calibrate", step, "--bench", bench, *options)
+        _, seconds = _hil("calibrate", step, "--bench", bench, *options)
         log = Path(options[1]).with_suffix(".frames.h5")
         spent[step] = (_frames_in(log), seconds)
     (folder / "spent.json").write_text(json.dumps(spent))
@@ -164,28 +153,6 @@ def _capture_set(bench: Bench, mask: np.ndarray, samples: list[np.ndarray], fold
         )
     bench.slm.slm.set_sample(None)
     return paths
-
-
-def ideal_frame(
-    model: BenchModel,
-    mask: np.ndarray,
-    x: torch.Tensor,
-    like: torch.Tensor,
-    frames: int,
-    read_noise_e: float,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """The frame ``model`` predicts for object ``x`` (photons, ``camera_shape``), scaled to the measured frame
-    ``like``'s photons on the pixels the model sees, with the noise of ``frames`` averaged light frames less the mean
-    of 2 dark frames: Poisson photons and Gaussian read noise (e-)."""
-    op = model.operator(mask)
-    with torch.no_grad():
-        clean = op.A(x)[0, 0]
-    seen = op.detector.forward(torch.ones(op.geometry.detector_shape, dtype=clean.dtype)) > 0
-    rate = clean * (like.double()[seen].clamp_min(0).sum() / clean[seen].sum())
-    read = read_noise_e * math.sqrt(1 / frames + 1 / DARK_FRAMES)
-    noise = torch.randn(rate.shape, generator=generator, dtype=rate.dtype) * read
-    return torch.poisson(rate * frames, generator=generator) / frames + noise
 
 
 def _psnr_row(values: list[float]) -> tuple[float, float]:
@@ -241,7 +208,7 @@ def run_bench(cfg: CalibrationBenchmark, name: str, folder: Path, progress=print
             photons = _photons(path, captured)
             x = torch.polar(torch.ones((1, n, n), dtype=torch.float64), torch.from_numpy(truth))
             read_noise_e = captured.system.camera.read_noise_e
-            ideal = ideal_frame(oracle, mask, x, photons, captured.frames, read_noise_e, generator)
+            ideal = _twin_photons(oracle, mask, x, photons, captured.frames, generator, read_noise_e, DARK_FRAMES)
             inputs = {
                 "ideal": (oracle.operator(mask), ideal),
                 "uncalibrated": (nominal_model(captured.model).operator(mask), photons),
