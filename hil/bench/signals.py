@@ -66,17 +66,22 @@ def signal_tolerance_adu(camera: CameraSpec, pixels: int) -> float:
     return max(0.05, 5 * max(read_noise_adu(camera), 0.5) / math.sqrt(max(pixels, 1)))
 
 
+def signal_excess(frame_adu: np.ndarray, dark_level_adu: np.ndarray | float, camera: CameraSpec) -> tuple[float, float]:
+    """(mean excess of a light frame ``(height, width)`` over the dark level, its signal tolerance), in ADU."""
+    return float(np.mean(frame_adu - dark_level_adu)), signal_tolerance_adu(camera, np.size(frame_adu))
+
+
 def has_signal(frame_adu: np.ndarray, dark_level_adu: np.ndarray | float, camera: CameraSpec) -> bool:
     """Whether a light frame ``(height, width)`` stands significantly above the dark level."""
-    return float(np.mean(frame_adu - dark_level_adu)) > signal_tolerance_adu(camera, np.size(frame_adu))
+    signal, tol = signal_excess(frame_adu, dark_level_adu, camera)
+    return signal > tol
 
 
 def check_signal(frames_adu: np.ndarray, dark_level_adu: np.ndarray | float, camera: CameraSpec) -> None:
     """Refuse light frames ``(count, height, width)`` whose mean sits at the dark level (no light arrived)."""
     for index, frame in enumerate(frames_adu):
-        signal = float(np.mean(frame - dark_level_adu))
-        tol = signal_tolerance_adu(camera, frame.size)
-        if not has_signal(frame, dark_level_adu, camera):
+        signal, tol = signal_excess(frame, dark_level_adu, camera)
+        if not signal > tol:
             raise SignalError(
                 f"light frame {index} has no signal: mean {signal:.3g} ADU above the dark level (tolerance "
                 f"{tol:.3g} ADU): check the laser, shutter and exposure"
