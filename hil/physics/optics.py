@@ -295,6 +295,7 @@ class CDPGeometry(OpticsSpec):
         point[0, 0] = small[0, 0] = 1
         return self.detector_field(self.embed(point)) / self.periodic(centred_fft2(_embed(small, self.band)))
 
+    @cached_property
     def subpixel_ramps(self) -> torch.Tensor:
         """``(k*k, *detector_shape)`` complex128: the factor by which moving a point from SLM pixel (0, 0) of a
         macro-pixel to its pixel (a, b) (index ``a*k + b``) multiplies the detector field (shift theorem of the
@@ -477,7 +478,7 @@ class CDPOperator:
         basis = vh[:keep].conj().T.to(flat.dtype)  # (k², R): orthonormal sub-pixel patterns
         components = (basis.conj().T @ flat).reshape(keep, *coarse.shape)  # c_r = <pattern_r, t_ab - mean>
         point = self.geometry.pixel_envelope.to(envelope.device, envelope.dtype)
-        ramps = self.geometry.subpixel_ramps().to(envelope.device, envelope.dtype) * point  # E_ab, (k², W, W)
+        ramps = self.geometry.subpixel_ramps.to(envelope.device, envelope.dtype) * point  # E_ab, (k², W, W)
         envelopes = torch.einsum("ar,ahw->rhw", basis, ramps)
         return coarse, envelope, components, envelopes
 
