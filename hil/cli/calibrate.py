@@ -57,6 +57,17 @@ def _exposed_session(spec, frames: Path, procedure: str, settings: dict, exposur
         yield bench, log
 
 
+def _planned_only(console: Console, plan: str, dry_run: bool, frames: Path) -> bool:
+    """Print the plan; True on a dry run (the command stops there). Otherwise remove an old frames file (only
+    there with --overwrite: ``_outputs`` refused it before) and return False."""
+    console.print(plan)
+    if dry_run:
+        console.print("dry run: configs and options are valid; nothing was sent to any device")
+        return True
+    frames.unlink(missing_ok=True)
+    return False
+
+
 def _update_system(path: Path, section: str, values: dict, console: Console) -> None:
     from calibration.yaml_keys import update_section_keys
     from hil.physics.system import load_system
@@ -141,14 +152,14 @@ def radiometry(
     if not exposures or any(not limits[0] <= e <= limits[1] for e in exposures):
         raise ValueError(f"--exposures-s {exposures}: each must lie within camera.exposure_limits_s {list(limits)}")
     frames = _outputs(out, overwrite)
-    console.print(
+    if _planned_only(
+        console,
         f"plan: {dark_frames} dark frames, {pairs} pairs at each of {exposures} s with a random mask; "
-        f"result {out}, frames {frames}"
-    )
-    if dry_run:
-        console.print("dry run: configs and options are valid; nothing was sent to any device")
+        f"result {out}, frames {frames}",
+        dry_run,
+        frames,
+    ):
         return
-    frames.unlink(missing_ok=True)  # only reached with --overwrite
     settings = {"exposures_s": exposures, "pairs": pairs, "dark_frames": dark_frames, "seed": seed}
     with Bench(spec) as bench, FrameLog(frames, "radiometry", settings, seed=seed) as log:
         mask = _random_mask(spec.system.optics.n, seed)
@@ -186,13 +197,13 @@ def geometry(
     spec = load_bench(bench_config, import_plugins=not dry_run)
     check_exposure(spec, exposure_s)
     frames = _outputs(out, overwrite)
-    console.print(
-        f"plan: {dark_frames} dark + 9 x {frames_count} lit frames of grating spots; {SAMPLE_OUT}; result {out}"
-    )
-    if dry_run:
-        console.print("dry run: configs and options are valid; nothing was sent to any device")
+    if _planned_only(
+        console,
+        f"plan: {dark_frames} dark + 9 x {frames_count} lit frames of grating spots; {SAMPLE_OUT}; result {out}",
+        dry_run,
+        frames,
+    ):
         return
-    frames.unlink(missing_ok=True)  # only reached with --overwrite
     settings = {"frames": frames_count, "dark_frames": dark_frames, "cycles": cycles, "exposure_s": exposure_s}
     with _exposed_session(spec, frames, "geometry", settings, exposure_s) as (bench, log):
         result = measure_geometry(bench, log, cycles, frames_count, dark_frames)
@@ -233,14 +244,14 @@ def slm_response(
     if not reference_level < total:
         raise ValueError(f"--reference-level {reference_level} is not a gray level of a {total}-level SLM")
     frames = _outputs(out, overwrite)
-    console.print(
+    if _planned_only(
+        console,
         f"plan: {len(levels)} of {total} gray levels, {frames_count} frame(s) each, reference level "
-        f"{reference_level}; {SAMPLE_OUT}; result {out}"
-    )
-    if dry_run:
-        console.print("dry run: configs and options are valid; nothing was sent to any device")
+        f"{reference_level}; {SAMPLE_OUT}; result {out}",
+        dry_run,
+        frames,
+    ):
         return
-    frames.unlink(missing_ok=True)  # only reached with --overwrite
     settings = {"levels": levels, "reference_level": reference_level, "frames": frames_count, "exposure_s": exposure_s}
     with _exposed_session(spec, frames, "slm-response", settings, exposure_s) as (bench, log):
         result = measure_slm_response(bench, log, levels, reference_level, frames_count)
@@ -279,11 +290,9 @@ def field(
     dry_run: bool = DRY_RUN,
 ) -> None:
     """Illumination amplitude and static aberration over the mask, by phase retrieval of known masks' CDPs."""
-    import tempfile
-
     from calibration.field import HELD_OUT, check_prerequisites, measure_field
     from hil.bench.config import load_bench
-    from hil.cli.outputs import check_output, write_bytes
+    from hil.cli.outputs import check_output, write_bytes, write_text
     from hil.physics.registration import load_registration
 
     console = Console()
@@ -297,22 +306,21 @@ def field(
     plot = out.with_suffix(".png")
     frames = _outputs(out, overwrite)
     check_output(plot, overwrite)
-    console.print(
+    if _planned_only(
+        console,
         f"plan: {dark_frames} dark + {masks} x {frames_count} lit frames of random masks (seed {seed}), "
-        f"{masks - HELD_OUT} fitted and {HELD_OUT} held out; registration {source}; {SAMPLE_OUT}; result {out}"
-    )
-    if dry_run:
-        console.print("dry run: configs and options are valid; nothing was sent to any device")
+        f"{masks - HELD_OUT} fitted and {HELD_OUT} held out; registration {source}; {SAMPLE_OUT}; result {out}",
+        dry_run,
+        frames,
+    ):
         return
-    frames.unlink(missing_ok=True)  # only reached with --overwrite
     settings = {
         "masks": masks, "flat": flat, "seed": seed, "margin": margin, "frames": frames_count,
         "dark_frames": dark_frames, "exposure_s": exposure_s, "registration": str(source), "crosstalk": crosstalk,
     }  # fmt: skip
     with _exposed_session(spec, frames, "field", settings, exposure_s) as (bench, log):
         result = measure_field(bench, log, found, masks, flat, seed, frames_count, dark_frames, margin, crosstalk)
-    with tempfile.TemporaryDirectory() as scratch:  # SLMField.save writes in place; the output is atomic
-        write_bytes(out, result.save(Path(scratch) / out.name).read_bytes(), overwrite)
+    write_text(out, result.to_json(), overwrite)
     write_bytes(plot, _field_png(result.amplitude, result.phase_rad), overwrite)
     m = result.metrics
     console.print(

@@ -49,8 +49,8 @@ class SLMField:
     def complex(self) -> np.ndarray:
         return self.amplitude * np.exp(1j * self.phase_rad)
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
+    def to_json(self) -> str:
+        """The file's text (what :meth:`save` writes and :func:`load_slm_field` reads)."""
         document = {
             "kind": "slm_field",
             "shape": list(self.amplitude.shape),
@@ -59,7 +59,11 @@ class SLMField:
             "metrics": self.metrics,
             "provenance": self.provenance,
         }
-        path.write_text(json.dumps(document))
+        return json.dumps(document)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_json())
         return path
 
 
