@@ -1,56 +1,77 @@
-"""Fine-tune a bundle's decoder on measured CDPs of unknown samples by measurement consistency.
+"""Fine-tune a bundle's decoder on measured CDPs of unknown samples, through the bench's calibrated model.
 
-No ground truth is needed: the loss is the amplitude mismatch between the CDP the shared
+No ground truth is needed for the measured CDPs: their loss is the amplitude mismatch between the CDP the
 operator predicts for the decoder's output and the measured one,
 
-    L = mean((sqrt(A(x̂)) - sqrt(y))²) / mean(y),
+    L_c = mean((sqrt(A(x̂)) - sqrt(y))²) / mean(y),
 
 with ``x̂`` the decoder's output object and ``y`` the captured CDP in model units (the amplitude form
 is the variance-stabilised Poisson likelihood). ``A`` is the calibrated model the captures record
 (:func:`hil.bench.reconstruct.load_capture`: the measured SLM response, the SLM-plane field, the
 registered camera), so frames stay on the camera's own pixels and the decoder is told the bench it
-runs on. The mask and the model stay fixed; only the decoder's weights move (Adam, few steps).
-Captures are split into training and held-out sets; the weights with the lowest held-out loss are
-kept (the unchanged decoder included, so the loss never gets worse), and a NEW bundle is written
-with the provenance of the run.
+runs on. Consistency alone cannot say which of the objects that explain a frame is right, so with
+``simulated`` > 0 each step adds that many simulated pairs through the same calibrated model
+(:mod:`calibration.simulated_pairs`: the bundle's training objects, the captures' photon range, the
+sensor's noise) and their supervised phase loss (the training's :func:`reconstruction_loss`); the weights
+are then chosen on a fixed validation set of simulated pairs (phase PSNR), since that is what fine-tuning
+is for, and the measured held-out consistency is reported beside it. The mask and the model stay fixed;
+only the decoder's weights move (Adam, few steps). The classical hand-over at high photon counts
+(:class:`~hil.learning.decoders.DecoderConfig`) is left out while training and choosing, so every frame's
+gradient reaches the decoder (the hand-over starts from the decoder's output when deployed). The unchanged
+decoder competes too, so the selection criterion never gets worse, and a NEW bundle is written with the
+provenance of the run.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from calibration.simulated_pairs import PairSource, SimulatedPairs
 from hil.bench.reconstruct import LoadedCapture, load_capture, single_precision
+from hil.common.metrics import phase_psnr
 from hil.learning.bundle import Bundle, compatibility_problems, load_bundle, save_bundle
 from hil.learning.coded_system import CodedSystem
+from hil.learning.distillation import reconstruction_loss
 from hil.physics.optics import CDPOperator
+
+VALIDATION_PAIRS = 16  # simulated pairs (validation split, fixed noise) that choose the weights
 
 
 @dataclass(frozen=True)
 class FinetuneSettings:
     """Optimiser and split: ``steps`` of Adam at ``lr`` on the training captures (full batch),
-    the last ``holdout`` captures held out (at least one; all are used when there is only one)."""
+    the last ``holdout`` captures held out (at least one; all are used when there is only one);
+    ``simulated`` fresh simulated pairs per step, their loss weighted by ``simulated_weight``."""
 
     steps: int = 40
     lr: float = 1e-3
     holdout: int = 1
     seed: int = 0
+    simulated: int = 0
+    simulated_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or not 0 < self.lr < 1 or self.holdout < 0:
-            raise ValueError(f"need steps >= 1, 0 < lr < 1, holdout >= 0; got {self}")
+        if self.steps < 1 or not 0 < self.lr < 1 or self.holdout < 0 or self.simulated < 0:
+            raise ValueError(f"need steps >= 1, 0 < lr < 1, holdout >= 0, simulated >= 0; got {self}")
+        if not self.simulated_weight > 0:
+            raise ValueError(f"simulated_weight must be > 0; got {self.simulated_weight}")
 
 
 @dataclass(frozen=True)
 class FinetuneResult:
-    """Held-out (``heldout_loss_*``) and training consistency before and after, best step (0: unchanged)."""
+    """Held-out (``heldout_loss_*``) and training consistency before and after, best step (0: unchanged), and
+    with simulated pairs the validation pairs' mean phase PSNR (dB) before and after (else None)."""
 
     heldout_loss_before: float
     heldout_loss_after: float
@@ -59,17 +80,20 @@ class FinetuneResult:
     best_step: int
     train_captures: tuple[str, ...]
     heldout_captures: tuple[str, ...]
+    simulated_psnr_db_before: float | None = None
+    simulated_psnr_db_after: float | None = None
 
 
 @dataclass
 class MeasuredSet:
-    """Captured CDPs in model units ``(B, 1, height, width)`` with their photons per pixel ``(B,)`` and the
-    calibrated operator they were recorded through (complex64)."""
+    """Captured CDPs in model units ``(B, 1, height, width)`` with their photons per pixel ``(B,)``, the
+    calibrated operator they were recorded through (complex64), and the first capture (its model)."""
 
     y: torch.Tensor
     photons: torch.Tensor
     paths: tuple[str, ...]
     op: CDPOperator
+    first: LoadedCapture
 
 
 def _model_record(captured: LoadedCapture) -> tuple:
@@ -103,8 +127,35 @@ def load_measured(paths: list[Path], bundle: Bundle) -> MeasuredSet:
         photons.append(captured.photons_per_pixel)
     return MeasuredSet(
         torch.stack(ys), torch.tensor(photons, dtype=torch.float32), tuple(str(p) for p in paths),
-        single_precision(first.op),
+        single_precision(first.op), first,
     )  # fmt: skip
+
+
+def pair_source(bundle: Bundle, measured: MeasuredSet) -> PairSource:
+    """Simulated pairs like ``measured``: through its calibrated model, over its photon range, with the
+    calibrated sensor's read noise and the first capture's frame count."""
+    first, camera = measured.first, measured.first.system.camera
+    levels = measured.photons.double()
+    return PairSource(
+        first.model, first.op, bundle.train_config.data_spec(bundle.system_config),
+        (float(levels.min()), float(levels.max())), first.frames, camera.read_noise_e / camera.quantum_efficiency,
+    )  # fmt: skip
+
+
+@contextmanager
+def without_handover(system: CodedSystem) -> Iterator[None]:
+    """The decoder without its classical hand-over (whose RAAR output carries no gradient) for the block."""
+    cfg = system.decoder.cfg
+    system.decoder.cfg = dataclasses.replace(cfg, handover_iterations=0)
+    try:
+        yield
+    finally:
+        system.decoder.cfg = cfg
+
+
+def supervised_loss(system: CodedSystem, op: CDPOperator, pairs: SimulatedPairs) -> torch.Tensor:
+    """The training's reconstruction loss (minus the mean phase PSNR over 10) on simulated pairs."""
+    return reconstruction_loss(system(op, pairs.y, pairs.photons).x, pairs.phase_rad, pairs.amplitude)
 
 
 def consistency_loss(system: CodedSystem, measured: MeasuredSet) -> torch.Tensor:
@@ -123,7 +174,7 @@ def _split(measured: MeasuredSet, holdout: int) -> tuple[MeasuredSet, MeasuredSe
         return measured, measured
 
     def part(rows: slice) -> MeasuredSet:
-        return MeasuredSet(measured.y[rows], measured.photons[rows], measured.paths[rows], measured.op)
+        return MeasuredSet(measured.y[rows], measured.photons[rows], measured.paths[rows], measured.op, measured.first)
 
     return part(slice(0, count - holdout)), part(slice(count - holdout, count))
 
@@ -135,40 +186,60 @@ def finetune(bundle: Bundle, captures: list[Path], settings: FinetuneSettings) -
     if settings.holdout >= len(captures) > 1:  # before any capture is read
         raise ValueError(f"holdout {settings.holdout} leaves no training capture out of {len(captures)}")
     torch.manual_seed(settings.seed)
-    train_set, heldout_set = _split(load_measured(list(captures), bundle), settings.holdout)
+    measured = load_measured(list(captures), bundle)
+    train_set, heldout_set = _split(measured, settings.holdout)
     system = copy.deepcopy(bundle.system)
     system.mask_rad.requires_grad_(False)
     optimiser = torch.optim.Adam(system.decoder.parameters(), lr=settings.lr)
+    source = pair_source(bundle, measured) if settings.simulated else None
+    validation = None if source is None else source.pairs("val", VALIDATION_PAIRS, settings.seed)
 
     def evaluate(measured: MeasuredSet) -> float:
         system.eval()
         with torch.no_grad():
             return float(consistency_loss(system, measured))
 
+    def simulated_psnr_db() -> float:
+        system.eval()
+        with torch.no_grad(), without_handover(system):
+            estimate = system(measured.op, validation.y, validation.photons).phase_rad
+        return float(phase_psnr(estimate, validation.phase_rad).mean())
+
+    def score() -> float:
+        """What chooses the weights (lower is better)."""
+        return -simulated_psnr_db() if validation is not None else evaluate(heldout_set)
+
     heldout_before, train_before = evaluate(heldout_set), evaluate(train_set)
-    best_loss, best_step, best_state = heldout_before, 0, copy.deepcopy(system.decoder.state_dict())
+    psnr_before = None if validation is None else simulated_psnr_db()
+    best_score, best_step, best_state = score(), 0, copy.deepcopy(system.decoder.state_dict())
     for step in range(1, settings.steps + 1):
         system.train()
         optimiser.zero_grad()
-        loss = consistency_loss(system, train_set)
+        with without_handover(system):
+            loss = consistency_loss(system, train_set)
+            if source is not None:
+                pairs = source.pairs("train", settings.simulated, settings.seed * 100_003 + step)
+                loss = loss + settings.simulated_weight * supervised_loss(system, measured.op, pairs)
         if not torch.isfinite(loss):
             break
         loss.backward()
         torch.nn.utils.clip_grad_norm_(system.decoder.parameters(), 1.0)
         optimiser.step()
-        heldout = evaluate(heldout_set)
-        if heldout < best_loss:
-            best_loss, best_step, best_state = heldout, step, copy.deepcopy(system.decoder.state_dict())
+        current = score()
+        if current < best_score:
+            best_score, best_step, best_state = current, step, copy.deepcopy(system.decoder.state_dict())
     system.decoder.load_state_dict(best_state)
     system.eval()
     result = FinetuneResult(
         heldout_loss_before=heldout_before,
-        heldout_loss_after=best_loss,
+        heldout_loss_after=evaluate(heldout_set),
         train_loss_before=train_before,
         train_loss_after=evaluate(train_set),
         best_step=best_step,
         train_captures=train_set.paths,
         heldout_captures=heldout_set.paths,
+        simulated_psnr_db_before=psnr_before,
+        simulated_psnr_db_after=None if validation is None else -best_score,
     )
     return system, result
 
@@ -191,7 +262,11 @@ def finetune_bundle(source: Path, captures: list[Path], out: Path, settings: Fin
         system,
         bundle.train_config,
         bundle.system_config,
-        metrics={"consistency_heldout": result.heldout_loss_after, "consistency_train": result.train_loss_after},
+        metrics={
+            "consistency_heldout": result.heldout_loss_after,
+            "consistency_train": result.train_loss_after,
+            "simulated_psnr_db": result.simulated_psnr_db_after,
+        },
         finetune={
             "source_bundle": str(source.resolve()),
             "source_files_sha256": bundle.manifest.get("files"),

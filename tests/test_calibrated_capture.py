@@ -194,8 +194,9 @@ def test_a_bundle_survives_a_measured_lut(tmp_path, fresh_sim_devices):  # noqa:
     result = _invoke("reconstruct", paths[0], "--bundle", bundle, "--out", tmp_path / "p.npy")
     assert result.exit_code == 0, result.output
     assert np.isfinite(np.load(tmp_path / "p.npy")).all()
-    result = _invoke("finetune", bundle, *paths, "--out", tmp_path / "tuned", "--steps", 2)
+    result = _invoke("finetune", bundle, *paths, "--out", tmp_path / "tuned", "--steps", 2, "--simulated", 2)
     assert result.exit_code == 0, result.output
+    assert "simulated validation phase PSNR" in " ".join(result.output.split())
     assert load_bundle(tmp_path / "tuned").manifest["finetune"]["captures_sha256"]
     doc = yaml.safe_load(cfg.read_text())
     doc["calibration"].pop("field")  # the same bench, another calibration

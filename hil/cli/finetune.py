@@ -19,16 +19,28 @@ def finetune(
     lr: float = typer.Option(1e-3, help="Learning rate."),
     holdout: int = typer.Option(1, min=0, help="Last captures held out to pick the best step (0: none)."),
     seed: int = typer.Option(0, help="Seed."),
+    simulated: int = typer.Option(
+        0, min=0, help="Simulated pairs per step through the captures' calibrated model (supervised; 0: none)."
+    ),
+    simulated_weight: float = typer.Option(1.0, help="Weight of the simulated pairs' loss."),
 ) -> None:
-    """Fine-tune the decoder by measurement consistency through the captures' calibrated model (mask fixed);
-    keeps the best held-out weights."""
+    """Fine-tune the decoder through the captures' calibrated model (mask fixed): measurement consistency, plus
+    supervised simulated pairs with --simulated; keeps the best weights (held-out consistency, or the simulated
+    validation pairs' phase PSNR)."""
     from calibration.finetune import FinetuneSettings, finetune_bundle
 
     console = Console()
-    result = finetune_bundle(bundle, captures, out, FinetuneSettings(steps, lr, holdout, seed))
+    settings = FinetuneSettings(steps, lr, holdout, seed, simulated, simulated_weight)
+    result = finetune_bundle(bundle, captures, out, settings)
     change = 100 * (result.heldout_loss_after / result.heldout_loss_before - 1)
+    simulated_psnr = (
+        ""
+        if result.simulated_psnr_db_after is None
+        else f"simulated validation phase PSNR {result.simulated_psnr_db_before:.2f} -> "
+        f"{result.simulated_psnr_db_after:.2f} dB, "
+    )
     console.print(
-        f"held-out consistency loss {result.heldout_loss_before:.4g} -> {result.heldout_loss_after:.4g} "
-        f"({change:+.1f} %), training {result.train_loss_before:.4g} -> {result.train_loss_after:.4g}, "
-        f"best step {result.best_step}; wrote {out}"
+        f"{simulated_psnr}held-out consistency loss {result.heldout_loss_before:.4g} -> "
+        f"{result.heldout_loss_after:.4g} ({change:+.1f} %), training {result.train_loss_before:.4g} -> "
+        f"{result.train_loss_after:.4g}, best step {result.best_step}; wrote {out}"
     )
