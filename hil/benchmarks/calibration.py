@@ -17,11 +17,14 @@ stage:
   and the nominal camera placement (centred, one model pixel per camera pixel); radiometry is measured here too,
   since a capture is refused without it;
 * ``calibrated``: the captured frames through the model the calibration measured (what ``hil reconstruct`` does);
-* ``finetuned`` (student): after ``hil finetune`` on captures of other samples at the three levels.
+* ``finetuned`` (student): after ``hil finetune`` on captures of other samples at the three levels, with
+  ``finetune_simulated`` simulated pairs per step through the calibrated model (``hil finetune --simulated``).
 
-Rows: ``{bench, method, snr_db, stage, psnr_db, psnr_ci95_db, captures, seconds}``: phase PSNR (mean over the
-samples, 95 % interval of the mean), and the camera frames and wall-clock seconds that calibration (and fine-tuning)
-took up to that stage. Results: ``benchmarks/calibration.json`` and ``.md``.
+Rows: ``{bench, method, snr_db, stage, psnr_db, psnr_ci95_db, captures, seconds, psnr_samples_db}``: phase PSNR
+(mean over the samples, 95 % interval of the mean, and each sample's value), and the camera frames and wall-clock
+seconds that calibration (and fine-tuning) took up to that stage. Every stage sees the same samples, so the table
+of differences from the ideal is paired (the interval of the mean per-sample difference, much tighter than the
+difference of two means). Results: ``benchmarks/calibration.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ DARK_FRAMES = 2  # dark frames averaged per capture
 @dataclass(frozen=True)
 class CalibrationBenchmark:
     """Settings: ``samples`` held-out samples per level (cycling through the kinds), ``finetune_samples`` other
-    samples per level for fine-tuning, ``frames`` averaged per capture, RAAR ``iterations``, finetune ``steps``."""
+    samples per level for fine-tuning, ``frames`` averaged per capture, RAAR ``iterations``, fine-tuning
+    ``finetune_steps`` with ``finetune_simulated`` simulated pairs per step."""
 
     bundle: str = "models/student_fixture"
     benches: tuple[str, ...] = ("default", "varied")
@@ -72,6 +76,7 @@ class CalibrationBenchmark:
     frames: int = 2
     iterations: int = 100
     finetune_steps: int = 60
+    finetune_simulated: int = 8
     fit_crosstalk: bool = True
     seed: int = 0
 
@@ -185,7 +190,8 @@ def run_bench(cfg: CalibrationBenchmark, name: str, folder: Path, progress=print
             tuning += _capture_set(bench, mask, others, folder / f"tune{snr}", frames)
     progress(f"{name}: {len(evaluation) * cfg.samples} evaluation and {len(tuning)} fine-tuning captures")
     start = time.perf_counter()
-    finetune_bundle(REPO_ROOT / cfg.bundle, tuning, folder / "finetuned", FinetuneSettings(steps=cfg.finetune_steps))
+    settings = FinetuneSettings(steps=cfg.finetune_steps, simulated=cfg.finetune_simulated)
+    finetune_bundle(REPO_ROOT / cfg.bundle, tuning, folder / "finetuned", settings)
     tune_seconds = time.perf_counter() - start
     tuned = load_bundle(folder / "finetuned")
     calibration_frames = sum(frames for frames, _ in spent.values())
@@ -227,7 +233,8 @@ def run_bench(cfg: CalibrationBenchmark, name: str, folder: Path, progress=print
             psnr, ci = _psnr_row(values)
             captures, seconds = cost[stage]
             rows.append({"bench": name, "method": method, "snr_db": snr, "stage": stage, "psnr_db": psnr,
-                         "psnr_ci95_db": ci, "captures": captures, "seconds": seconds})  # fmt: skip
+                         "psnr_ci95_db": ci, "captures": captures, "seconds": seconds,
+                         "psnr_samples_db": values})  # fmt: skip
         progress(f"{name} {snr} dB: " + ", ".join(f"{s}/{m} {np.mean(v):.1f}" for (s, m), v in scores.items()))
     return rows
 
@@ -272,4 +279,18 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {bench} | {method} | {snr} | " + " | ".join(cells) + f" | {captures} | {last['seconds']:.0f} |"
         )
+    compared = STAGES[1:]
+    lines += ["", "Difference from the ideal on the same samples (dB, mean ± 95 % interval of the paired differences):",
+              "", "| bench | method | SNR (dB) | " + " | ".join(f"{s} − ideal" for s in compared) + " |",
+              "|---|---|---|" + "---|" * len(compared)]  # fmt: skip
+    for (bench, method, snr), by_stage in groups.items():
+        ideal = np.asarray(by_stage["ideal"]["psnr_samples_db"])
+        cells = []
+        for stage in compared:
+            if stage not in by_stage:
+                cells.append("—")
+                continue
+            mean, ci = _psnr_row(list(np.asarray(by_stage[stage]["psnr_samples_db"]) - ideal))
+            cells.append(f"{mean:+.1f} ± {ci:.1f}")
+        lines.append(f"| {bench} | {method} | {snr} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

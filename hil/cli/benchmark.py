@@ -190,6 +190,9 @@ def calibration(
     finetune_samples: int = typer.Option(4, min=1, help="Fine-tuning samples per SNR level."),
     iterations: int = typer.Option(100, min=10, help="RAAR iterations."),
     finetune_steps: int = typer.Option(60, min=1, help="Fine-tuning steps."),
+    finetune_simulated: int = typer.Option(
+        8, min=0, help="Simulated pairs per fine-tuning step through the calibrated model (0: consistency only)."
+    ),
     work: Path = typer.Option(Path("runs/calibration_benchmark"), help="Scratch folder (benches, frames, bundles)."),
     jobs: int = typer.Option(1, min=1, help="Benches run at once (one process and one CPU thread each)."),
     overwrite: bool = OVERWRITE,
@@ -208,7 +211,7 @@ def calibration(
         raise ValueError(f"--work {work}: not empty; the benchmark calibrates fresh copies of the benches there")
     cfg = CalibrationBenchmark(
         bundle=str(bundle), benches=tuple(benches), samples=samples, finetune_samples=finetune_samples,
-        iterations=iterations, finetune_steps=finetune_steps,
+        iterations=iterations, finetune_steps=finetune_steps, finetune_simulated=finetune_simulated,
     )  # fmt: skip
     rows = run(cfg, work, progress=console.log, jobs=jobs)
     header = record({**asdict(cfg), "jobs": jobs}, seed=cfg.seed, command="hil benchmark calibration")
