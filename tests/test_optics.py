@@ -118,11 +118,16 @@ def test_operators_of_one_geometry_share_the_transfer_function():
     assert propagation is second.geometry.propagation and len(propagation._cache) == 1
 
 
-def _brute_force_cdp(x, mask_slm, n, k, pad, binning, guard=0):
+def _brute_force_cdp(x, mask_slm, n, k, pad, binning, guard=0, outside=None):
     """Explicit DFT sum over the SLM grid (no FFT, no shifts): the centred detector window (the band plus
-    ``guard`` frequencies on each side), then binned."""
+    ``guard`` frequencies on each side), then binned. ``outside``: an SLM-grid field ``(k (n + 2m), k (n + 2m))``
+    centred on the ROI, whose part beside the ROI is lit too."""
     side = pad * k * n
     u = np.zeros((side, side), dtype=complex)
+    if outside is not None:
+        wide = outside.shape[0]
+        first = (side - wide) // 2
+        u[first : first + wide, first : first + wide] = outside
     start = (side - k * n) // 2
     u[start : start + k * n, start : start + k * n] = np.kron(x, np.ones((k, k))) * mask_slm
     rows = np.arange(side) - side // 2  # centred coordinates of the padded grid
@@ -187,6 +192,31 @@ def test_factorised_macro_pixels_match_a_brute_force_dft(k, binning, guard):
     rhs = torch.vdot(xs.flatten(), op.A_linear_adjoint(z).flatten())
     assert abs(lhs - rhs) / abs(lhs) < 1e-12
     torch.testing.assert_close(op.pseudo_inverse(op.A_linear(xs)), xs, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(("k", "guard", "margin"), [(4, 0, 1), (4, 5, 2), (3, 4, 1), (1, 0, 2)])
+def test_light_outside_the_roi_is_an_offset_that_matches_a_brute_force_dft(k, guard, margin):
+    """A field lit ``margin`` mask pixels beyond the ROI: the operator with ``outside_field`` as its offset equals
+    the explicit DFT sum over the whole lit SLM region; the pseudo-inverse removes the offset exactly."""
+    n, pad = 6, 2
+    rng = np.random.default_rng(k + margin)
+    x = np.exp(1j * rng.uniform(0, np.pi, (n, n)))
+    side = n + 2 * margin
+    field = rng.uniform(0.2, 1, (side, side)) * np.exp(1j * rng.uniform(0, 2 * np.pi, (side, side)))
+    mask = np.kron(
+        np.exp(1j * rng.uniform(0, 2 * np.pi, (n, n))) * field[margin:-margin, margin:-margin], np.ones((k, k))
+    )
+    geometry = CDPGeometry(n, pad_factor=pad, macro_pixel=k, detector_guard=guard)
+    offset = geometry.outside_field(torch.from_numpy(field))
+    op = geometry.operator(torch.from_numpy(mask)[None], offset=offset)
+    y = op.A(torch.from_numpy(x)[None])[0, 0].numpy()
+    truth = _brute_force_cdp(x, mask, n, k, pad, 1, guard, outside=np.kron(field, np.ones((k, k))))
+    np.testing.assert_allclose(y, truth, rtol=1e-10, atol=1e-12)
+    assert np.abs(y - _brute_force_cdp(x, mask, n, k, pad, 1, guard)).max() > 0.1 * truth.max()  # the ring matters
+    xs = _rand_complex((2, n, n), torch.Generator().manual_seed(k))
+    torch.testing.assert_close(op.pseudo_inverse(op.A_linear(xs)), xs, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="outside field must be"):
+        geometry.outside_field(torch.ones(n + 1, n + 1, dtype=torch.complex128))
 
 
 @pytest.mark.parametrize("guard", [0, 5])

@@ -70,7 +70,8 @@ def reconstruct_classical(op: CDPOperator, y: torch.Tensor, iterations: int = 50
 
 def single_precision(op: CDPOperator) -> CDPOperator:
     """``op`` in complex64, the precision of the learned decoders' weights (same detector)."""
-    return CDPOperator(op.geometry, op.masks.to(torch.complex64), op.detector)
+    offset = None if op.offset is None else op.offset.to(torch.complex64)
+    return CDPOperator(op.geometry, op.masks.to(torch.complex64), op.detector, offset)
 
 
 def reconstruct_bundle(bundle: Bundle, op: CDPOperator, y: torch.Tensor, photons_per_pixel: float) -> torch.Tensor:

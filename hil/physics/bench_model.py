@@ -9,7 +9,11 @@ pixels for given masks, from
   grid refined to ``DETECTOR_PAD`` (each camera pixel integrates its footprint; 1.1 % error at pad 8
   against 15 % at pad 2, ``tests/test_detector.py``);
 * the SLM-plane field (``hil calibrate field``): the illumination amplitude and static aberration over
-  the mask, one complex value per mask pixel, multiplying every mask.
+  the mask, one complex value per mask pixel, multiplying every mask; measured with a margin of ``m`` mask
+  pixels around the ROI, it also carries the light that passes the SLM outside the ROI (an iris wider than
+  the ROI): a fixed detector field added to every frame's (the operator's ``offset``). Its power is small
+  (about 1 %) but it interferes with the ROI's light: leaving it out doubled the prediction residual on the
+  fixture bench (``benchmarks/calibrated_model.md``).
 
 With macro-pixels (``k > 1``, Fraunhofer) the operator's polyphase factorisation keeps the cost near that
 of ``k = 1``, crosstalk's ripple inside the blocks included (a few principal components). A camera
@@ -33,6 +37,7 @@ from hil.physics.detector import RegisteredCamera
 from hil.physics.optics import CDPGeometry, CDPOperator, macro_upsample
 from hil.physics.registration import Registration
 from hil.physics.slm import SLMModel
+from hil.physics.slm_field import central
 from hil.physics.system import SystemConfig
 
 DETECTOR_PAD = 8  # the model's pad factor under a registered camera
@@ -45,8 +50,10 @@ class BenchModel:
     Attributes:
         system: the system config (its ``slm.gamma`` is the measured phase response when calibrated).
         registration: camera pixels -> the system's detector grid; None: frames are on that grid.
-        field: ``(n, n)`` complex SLM-plane field per mask pixel (illumination amplitude times
-            ``exp(1j * aberration_rad)``); None: uniform unit illumination.
+        field: ``(n + 2m, n + 2m)`` complex SLM-plane field per mask pixel (illumination amplitude times
+            ``exp(1j * aberration_rad)``) over the ROI and ``m >= 0`` mask pixels around it, where the SLM shows
+            what it shows outside the ROI (that light is the operator's ``offset``); None: uniform unit
+            illumination of the ROI only.
     """
 
     system: SystemConfig
@@ -57,8 +64,12 @@ class BenchModel:
         n = self.system.optics.n
         if self.field is not None:
             field = np.asarray(self.field)
-            if field.shape != (n, n) or not np.all(np.isfinite(field)) or not np.any(field):
-                raise ValueError(f"field must be a finite, non-zero (n, n) = ({n}, {n}) array; got shape {field.shape}")
+            side = field.shape[-1]
+            square = field.ndim == 2 and field.shape[0] == side and side >= n and (side - n) % 2 == 0
+            if not square or not np.all(np.isfinite(field)) or not np.any(field):
+                raise ValueError(
+                    f"field must be a finite, non-zero (n + 2m, n + 2m) array with n = {n}; got shape {field.shape}"
+                )
         if self.registration is not None:
             expected = self.system.geometry().detector_shape
             if tuple(self.registration.model_shape) != tuple(expected):
@@ -101,12 +112,31 @@ class BenchModel:
         """(height, width) of the frames this model predicts."""
         return tuple(self.registration.camera_shape) if self.registration else self.geometry.camera_shape
 
+    @property
+    def margin(self) -> int:
+        """Mask pixels the field covers beyond the ROI on each side."""
+        return 0 if self.field is None else (np.asarray(self.field).shape[-1] - self.system.optics.n) // 2
+
+    @property
+    def roi_field(self) -> np.ndarray | None:
+        """The field's ``(n, n)`` part over the ROI (complex), or None."""
+        if self.field is None:
+            return None
+        return central(np.asarray(self.field, dtype=np.complex128), self.system.optics.n)
+
+    @cached_property
+    def offset(self) -> torch.Tensor | None:
+        """Detector field of the light outside the ROI (:meth:`CDPGeometry.outside_field`); None without a margin."""
+        if not self.margin:
+            return None
+        return self.geometry.outside_field(torch.from_numpy(np.asarray(self.field, dtype=np.complex128)))
+
     def transmittance(self, masks_rad: torch.Tensor) -> torch.Tensor:
         """Realised transmittance ``(L, k*n, k*n)`` (complex) of masks ``(L, n, n)`` in radians, times the field."""
         k = self.geometry.macro_pixel
         t = SLMModel(self.system.slm).transmittance(masks_rad)
         if self.field is not None:
-            t = t * macro_upsample(torch.from_numpy(np.asarray(self.field, dtype=np.complex128)).to(t.dtype), k)
+            t = t * macro_upsample(torch.from_numpy(self.roi_field).to(t.dtype), k)
         return t
 
     def operator(self, masks_rad: np.ndarray | torch.Tensor) -> CDPOperator:
@@ -116,4 +146,4 @@ class BenchModel:
         n = self.system.optics.n
         if masks.dim() != 3 or tuple(masks.shape[-2:]) != (n, n):
             raise ValueError(f"masks must have shape (n, n) or (L, n, n) with n = {n}; got {tuple(masks.shape)}")
-        return self.geometry.operator(self.transmittance(masks), self.detector)
+        return self.geometry.operator(self.transmittance(masks), self.detector, self.offset)

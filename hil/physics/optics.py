@@ -363,8 +363,30 @@ class CDPGeometry(OpticsSpec):
             paraxial=self.propagator == "fresnel",
         )
 
-    def operator(self, masks: torch.Tensor, detector: Detector | None = None) -> CDPOperator:
-        return CDPOperator(self, masks, detector)
+    def operator(
+        self, masks: torch.Tensor, detector: Detector | None = None, offset: torch.Tensor | None = None
+    ) -> CDPOperator:
+        return CDPOperator(self, masks, detector, offset)
+
+    def outside_field(self, field: torch.Tensor) -> torch.Tensor:
+        """The detector field ``detector_shape`` (complex) of light on the SLM *outside* the object's pixels.
+
+        ``field`` ``(n + 2m, n + 2m)`` (complex, one value per mask pixel) covers the mask's ROI and ``m`` mask
+        pixels around it; its central ``(n, n)`` part is left out (that light is the operator's, through the
+        masks), the ring is spread over its ``k x k`` SLM pixels and propagated like the ROI (centred with it
+        in the same propagation grid, so the ring's ``2 k m`` extra SLM pixels need ``(n + 2m) k`` to fit).
+        """
+        n, k, big = self.n, self.macro_pixel, self.field_shape[0]
+        side = field.shape[-1]
+        if field.dim() != 2 or field.shape[0] != side or (side - n) % 2 or side < n or side * k > big:
+            raise ValueError(
+                f"an outside field must be (n + 2m, n + 2m) with n = {n} and at most {big // k} wide; "
+                f"got {tuple(field.shape)}"
+            )
+        margin = (side - n) // 2
+        ring = field.to(torch.complex128).clone()
+        ring[margin : margin + n, margin : margin + n] = 0
+        return self.detector_field(_embed(macro_upsample(ring, k), big))
 
 
 def _embed(u: torch.Tensor, big: int) -> torch.Tensor:
@@ -419,11 +441,23 @@ class CDPOperator:
     batched: objects ``(B, n, n)`` complex, detector fields ``(B, L, *detector_shape)`` complex,
     measurements ``(B, L, *camera_shape)`` real. Differentiable in both the object and the masks; runs on
     whichever device/dtype the masks are on.
+
+    ``offset`` (optional, complex, broadcast to ``(B, L, *detector_shape)``): a fixed detector field added to
+    every one, the light that reaches the detector from outside the object's pixels (the SLM-plane field
+    beyond the mask's ROI, :meth:`CDPGeometry.outside_field`). The operator is then affine:
+    :meth:`A_linear` adds it, :meth:`pseudo_inverse` removes it first, :meth:`A_linear_adjoint` is the
+    adjoint of the linear part.
     """
 
     RIPPLE_REFINE_STEPS = 4  # pseudo-inverse refinement when masks vary inside macro-pixels (crosstalk)
 
-    def __init__(self, geometry: CDPGeometry, masks: torch.Tensor, detector: Detector | None = None) -> None:
+    def __init__(
+        self,
+        geometry: CDPGeometry,
+        masks: torch.Tensor,
+        detector: Detector | None = None,
+        offset: torch.Tensor | None = None,
+    ) -> None:
         if masks.dim() == 2:
             masks = masks[None]
         if masks.dim() != 3 or tuple(masks.shape[-2:]) != geometry.slm_shape:
@@ -436,9 +470,12 @@ class CDPOperator:
             raise ValueError(
                 f"detector is for a {detector.detector_shape} grid, the geometry's is {geometry.detector_shape}"
             )
+        if offset is not None and tuple(offset.shape[-2:]) != geometry.detector_shape:
+            raise ValueError(f"offset must end in the detector shape {geometry.detector_shape}: {tuple(offset.shape)}")
         self.geometry = geometry
         self.detector = detector
         self.masks = masks if masks.is_complex() else phase_to_field(masks)
+        self.offset = None if offset is None else offset.to(device=self.masks.device, dtype=self.masks.dtype)
         self._coarse, self._envelope, self._ripple, self._ripple_envelopes = self._macro_pixel_factorisation()
         self._coverage_cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -505,7 +542,13 @@ class CDPOperator:
             raise ValueError(f"objects must have shape (B, {n}, {n}); got {tuple(x.shape)}")
 
     def A_linear(self, x: torch.Tensor) -> torch.Tensor:
-        """Complex detector fields ``(B, L, *detector_shape)`` for objects ``x`` of shape ``(B, n, n)``."""
+        """Complex detector fields ``(B, L, *detector_shape)`` for objects ``x`` of shape ``(B, n, n)`` (plus the
+        ``offset``)."""
+        z = self._linear(x)
+        return z if self.offset is None else z + self.offset
+
+    def _linear(self, x: torch.Tensor) -> torch.Tensor:
+        """The linear part of :meth:`A_linear`."""
         self._check_object(x)
         geo = self.geometry
         x = as_complex(x).to(self.masks.dtype)
@@ -520,7 +563,7 @@ class CDPOperator:
         return geo.detector_field(geo.embed(x[:, None] * self.masks[None]))
 
     def A_linear_adjoint(self, z: torch.Tensor) -> torch.Tensor:
-        """Adjoint of :meth:`A_linear`: detector fields ``(B, L, *detector_shape)`` -> objects ``(B, n, n)``."""
+        """Adjoint of :meth:`A_linear`'s linear part: fields ``(B, L, *detector_shape)`` -> objects ``(B, n, n)``."""
         geo = self.geometry
         if z.dim() != 4 or tuple(z.shape[-2:]) != geo.detector_shape or z.shape[1] != self.n_masks:
             raise ValueError(
@@ -624,13 +667,15 @@ class CDPOperator:
 
         With factorised macro-pixels, the exact inverse on the operator's range: the envelope is divided
         out (least squares over the repeats of a frequency in the guard band) and the ``k = 1`` least-squares
-        inverse applied (so solvers see the ``k = 1`` problem).
+        inverse applied (so solvers see the ``k = 1`` problem). An ``offset`` is removed from ``z`` first.
         """
+        if self.offset is not None:
+            z = z - self.offset
         if self._coarse is not None:
             x = self._block_mean_inverse(z)
             if self._ripple is not None:  # Richardson steps: exact on the range when the ripple is small
                 for _ in range(self.RIPPLE_REFINE_STEPS):
-                    x = x + self._block_mean_inverse(z - self.A_linear(x))
+                    x = x + self._block_mean_inverse(z - self._linear(x))
             return x
         return self.A_linear_adjoint(z) / self.gram_diagonal().clamp_min(1e-12)
 

@@ -2,7 +2,9 @@
 
 Written by ``hil calibrate field``; read by :class:`~hil.physics.bench_model.BenchModel` through the bench
 config's ``calibration.field``. JSON (no pickle): the amplitude (relative, max 1) and the phase (radians)
-per mask pixel, ``(n, n)`` (height, width), with the provenance and metrics of the run that measured it.
+per mask pixel, ``(n + 2m, n + 2m)`` (height, width): the ROI's ``(n, n)`` and ``m`` mask pixels of margin
+around it (light that passes the SLM beside the ROI), with the provenance and metrics of the run that
+measured it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,15 @@ from typing import Any
 import numpy as np
 
 MAX_SIDE = 2048
+
+
+def central(values: np.ndarray, n: int) -> np.ndarray:
+    """The centred ``(n, n)`` part of a square ``(n + 2m, n + 2m)`` array (the ROI of a field with a margin)."""
+    side = values.shape[-1]
+    if values.shape[-2] != side or side < n or (side - n) % 2:
+        raise ValueError(f"a field of shape {values.shape} has no centred ({n}, {n}) ROI")
+    start = (side - n) // 2
+    return values[..., start : start + n, start : start + n]
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,10 @@ class SLMField:
     @property
     def complex(self) -> np.ndarray:
         return self.amplitude * np.exp(1j * self.phase_rad)
+
+    def roi(self, n: int) -> np.ndarray:
+        """The complex field over the ``(n, n)`` ROI (without the margin)."""
+        return central(self.complex, n)
 
     def to_json(self) -> str:
         """The file's text (what :meth:`save` writes and :func:`load_slm_field` reads)."""
