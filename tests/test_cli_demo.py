@@ -1,14 +1,17 @@
-"""The README's main job runs end to end and records its provenance."""
+"""The README's main job runs end to end and records its provenance (on the ideal twin: fast; the default
+realistic bench in a slow test)."""
 
 import json
 
+from conftest_devices import IDEAL_BENCH
 from typer.testing import CliRunner
 
 from hil.cli import app
 
 
 def test_demo_runs_the_shipped_student_on_the_simulated_bench(tmp_path):
-    args = ["demo", "--out", str(tmp_path), "--samples", "phase_screen,cells", "--raar-iterations", "50"]
+    args = ["demo", "--bench", str(IDEAL_BENCH), "--out", str(tmp_path), "--samples", "phase_screen,cells"]
+    args += ["--raar-iterations", "50"]
     result = CliRunner().invoke(app, [*args, "--repeats", "1"])
     assert result.exit_code == 0, result.output
     (run,) = tmp_path.iterdir()
@@ -25,7 +28,8 @@ def test_demo_runs_the_shipped_student_on_the_simulated_bench(tmp_path):
 
 
 def test_demo_without_a_bundle_uses_a_random_mask_and_raar(tmp_path):
-    args = ["demo", "--random-mask", "--out", str(tmp_path), "--samples", "natural", "--raar-iterations", "20"]
+    args = ["demo", "--bench", str(IDEAL_BENCH), "--random-mask", "--out", str(tmp_path), "--samples", "natural"]
+    args += ["--raar-iterations", "20"]
     result = CliRunner().invoke(app, [*args, "--repeats", "1", "--frames", "2"])
     assert result.exit_code == 0, result.output
     (run,) = tmp_path.iterdir()
