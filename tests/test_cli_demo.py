@@ -3,6 +3,7 @@ realistic bench in a slow test)."""
 
 import json
 
+import pytest
 from conftest_devices import IDEAL_BENCH
 from typer.testing import CliRunner
 
@@ -47,8 +48,6 @@ def test_demo_rejects_bad_config(tmp_path):
 
 
 def test_entry_point_prints_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
-    import pytest
-
     from hil.cli import main
 
     bad = tmp_path / "bad.yaml"
@@ -59,3 +58,21 @@ def test_entry_point_prints_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "key 'seed': expected an integer" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_demo_on_the_default_bench_loads_its_calibration_and_the_bundle_for_its_system(tmp_path):
+    """``make demo``: the realistic default bench through its stored calibration, with models/student_fixture."""
+    args = ["demo", "--out", str(tmp_path), "--samples", "phase_screen", "--raar-iterations", "20", "--repeats", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # rich wraps long lines
+    assert "configs/bench_sim/registration.json" in said and "configs/bench_sim/field.json" in said
+    assert "(measured SLM response, 256 levels)" in said and "models/student_fixture" in said
+    (run,) = tmp_path.iterdir()
+    record = json.loads((run / "provenance.json").read_text())
+    assert record["bundle"].endswith("models/student_fixture")
+    assert record["system_file"].endswith("configs/bench_sim/system.yaml")
+    assert sorted(record["calibration_files"]) == ["field", "registration"]
+    rows = json.loads((run / "metrics.json").read_text())
+    assert [r["method"] for r in rows] == ["student", "RAAR 20 it"] and all(r["psnr_db"] > 10 for r in rows)
