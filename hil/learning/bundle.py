@@ -93,13 +93,8 @@ def default_bundle(system: SystemConfig, models: Path = SHIPPED_MODELS) -> Path:
     Raises :class:`BundleError` naming the system's geometry when none fits."""
     folders = sorted((m.parent for m in Path(models).glob(f"*/{MANIFEST}")), key=lambda p: (p.name != FIRST_SHIPPED, p))
     for folder in folders:
-        manifest_path = folder / MANIFEST
-        manifest = _read_manifest(manifest_path)
-        try:
-            made_for = from_mapping(SystemConfig, manifest.get("system_config"), where=f"{manifest_path}:system_config")
-        except ConfigError as exc:
-            raise BundleError(str(exc)) from None
-        if manifest.get("role") == "student" and not compatibility_problems(made_for, system):
+        manifest = _read_manifest(folder / MANIFEST)
+        if manifest.get("role") == "student" and not compatibility_problems(_made_for(manifest, folder), system):
             return folder
     optics, slm = system.optics, system.slm
     raise BundleError(
@@ -216,6 +211,14 @@ def _read_manifest(manifest_path: Path) -> dict[str, Any]:
     return manifest
 
 
+def _made_for(manifest: dict[str, Any], path: Path) -> SystemConfig:
+    """The system config a bundle's manifest records (``path``: the bundle folder)."""
+    try:
+        return from_mapping(SystemConfig, manifest.get("system_config"), where=f"{path / MANIFEST}:system_config")
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from None
+
+
 def load_bundle(path: str | Path, expect_system: SystemConfig | None = None) -> Bundle:
     """Read and verify a bundle; ``expect_system`` (the bench's config) must match the bundle's system up to
     what calibration measures (:func:`compatibility_problems`)."""
@@ -231,11 +234,9 @@ def load_bundle(path: str | Path, expect_system: SystemConfig | None = None) -> 
         raise BundleError(f"{manifest_path}: 'files' must list {MASKS} and {DECODER} with their SHA-256")
     try:
         train_config = from_mapping(TrainConfig, manifest.get("train_config"), where=f"{manifest_path}:train_config")
-        system_config = from_mapping(
-            SystemConfig, manifest.get("system_config"), where=f"{manifest_path}:system_config"
-        )
     except ConfigError as exc:
         raise BundleError(str(exc)) from None
+    system_config = _made_for(manifest, path)
     if expect_system is not None:
         problems = compatibility_problems(system_config, expect_system)
         if problems:
