@@ -1,4 +1,4 @@
-# Two commands for a newcomer: `make demo` (main job on the simulated bench) and `make test`.
+# Two commands for a newcomer: `make demo` (main job on the realistic simulated bench) and `make test`.
 # Both build the virtual environment first; torch is pinned to the local CPU wheel so that
 # pip never pulls a multi-GB CUDA build.
 PY ?= python3
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo demo-bench demo-student live test lint clean
+.PHONY: setup demo demo-ideal demo-student live test lint clean
 
 setup: $(STAMP)
 
@@ -18,23 +18,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The shipped student (models/student) against RAAR on four samples; writes runs/demo-*/index.html.
+# The default bench (configs/bench_sim.yaml): a realistic simulated bench that is not the twin (slmsuite's
+# simulators with a real bench's flaws), through its stored calibration (configs/bench_sim/: measured radiometry,
+# response, crosstalk, geometry, field); the shipped student made for its system (models/student_fixture) against
+# RAAR on four samples; writes runs/demo-*/index.html.
 demo: $(STAMP)
 	$(BIN)/hil demo
 
-# The fixture student on a realistic bench that is not the twin (slmsuite's simulators with a real bench's
-# flaws), through its stored calibration (configs/realistic/: measured radiometry, response, crosstalk, geometry, field).
-demo-bench: $(STAMP)
-	$(BIN)/hil demo --bench configs/realistic/bench.yaml --bundle models/student_fixture
+# The same on the ideal twin (configs/bench_ideal.yaml, every imperfection off) with the 64 x 64 student (models/student).
+demo-ideal: $(STAMP)
+	$(BIN)/hil demo --bench configs/bench_ideal.yaml
 
-# Live imaging on the simulated bench with a drifting sample (configs/bench_sim_live.yaml).
+# Live imaging on the ideal twin with a drifting sample (configs/bench_ideal_live.yaml).
 live: $(STAMP)
 	$(BIN)/hil live --frames 200
 
-# Train a student (no teacher, about 7 CPU-minutes) and deploy it on the simulated bench.
+# Train a 64 x 64 student (no teacher, about 7 CPU-minutes) and deploy it on the ideal twin.
 demo-student: $(STAMP)
 	$(BIN)/hil train configs/train_student_nokd.yaml --out runs/train_student_nokd
-	$(BIN)/hil demo --bundle runs/train_student_nokd/bundle
+	$(BIN)/hil demo --bench configs/bench_ideal.yaml --bundle runs/train_student_nokd/bundle
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -18,6 +18,7 @@ from hil.common.config import from_mapping
 from hil.physics.system import SystemConfig
 
 REPO = Path(__file__).resolve().parents[1]
+IDEAL_BENCH = REPO / "configs" / "bench_ideal.yaml"  # the twin, every imperfection off (the default is realistic)
 
 
 def small_system(
@@ -42,8 +43,8 @@ def write_small_system(directory: Path, n: int = 16, macro_pixel: int = 1) -> Pa
 
 
 def sim_bench_document(shutter_state: Path | None = None) -> dict[str, Any]:
-    """``configs/bench_sim.yaml`` as data, pointing at a ``system.yaml`` next to the written file."""
-    doc = yaml.safe_load((REPO / "configs" / "bench_sim.yaml").read_text())
+    """``configs/bench_ideal.yaml`` (the ideal twin) as data, pointing at a ``system.yaml`` next to the written file."""
+    doc = yaml.safe_load(IDEAL_BENCH.read_text())
     doc = copy.deepcopy(doc)
     if shutter_state is not None:
         doc["serial"]["shutter"]["port"] = f"sim-shutter://?state={shutter_state}"

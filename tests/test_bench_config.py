@@ -14,7 +14,7 @@ from hil.common.config import ConfigError
 
 @pytest.mark.filterwarnings("ignore:pyglet not installed")
 def test_shipped_configs_load_without_touching_devices():
-    spec = load_bench(REPO / "configs" / "bench_sim.yaml")
+    spec = load_bench(REPO / "configs" / "bench_ideal.yaml")
     assert spec.slm.cls.__name__ == "SimulatedBenchSLM" and spec.camera.cls.__name__ == "SimulatedBenchCamera"
     assert spec.serial["shutter"].kwargs == {"power_mw": 1.0, "power_limits_mw": (0.0, 5.0)}
     assert spec.system.optics.n == 64

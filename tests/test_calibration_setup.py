@@ -19,7 +19,7 @@ def small_bench(tmp_path: Path, n: int = 16, bitdepth: int = 8, slm: dict | None
     system["optics"]["n"] = system["data"]["n"] = n
     system["slm"]["bitdepth"] = bitdepth
     (tmp_path / "system.yaml").write_text(yaml.safe_dump(system))
-    cfg = yaml.safe_load((REPO / "configs" / "bench_sim.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "configs" / "bench_ideal.yaml").read_text())
     cfg["system"] = "system.yaml"
     cfg["slm"]["kwargs"].update({"sample": "none", "settle_time_s": 0.0, **(slm or {})})
     cfg["camera"]["kwargs"]["sensor"] = sensor

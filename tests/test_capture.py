@@ -24,7 +24,7 @@ def _bench_config(tmp_path: Path, calibrated: bool = True, **sensor) -> Path:
     if calibrated:
         system["camera"] |= sensor
     (tmp_path / "system.yaml").write_text(yaml.safe_dump(system))
-    cfg = yaml.safe_load((REPO / "configs" / "bench_sim.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "configs" / "bench_ideal.yaml").read_text())
     cfg["system"] = str(tmp_path / "system.yaml")
     cfg["camera"]["kwargs"]["sensor"] = sensor
     path = tmp_path / "bench.yaml"

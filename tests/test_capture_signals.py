@@ -21,7 +21,7 @@ def _bench(tmp_path: Path, calibrated: dict | None = None, sensor: dict | None =
     system = yaml.safe_load((REPO / "configs" / "system.yaml").read_text())
     system["camera"] |= calibrated if calibrated is not None else (sensor or {})
     (tmp_path / "system.yaml").write_text(yaml.safe_dump(system))
-    cfg = yaml.safe_load((REPO / "configs" / "bench_sim.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "configs" / "bench_ideal.yaml").read_text())
     cfg["system"] = str(tmp_path / "system.yaml")
     cfg["camera"]["kwargs"]["sensor"] = sensor or {}
     if always_lit:  # the camera's light does not go through the shutter

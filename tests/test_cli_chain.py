@@ -1,9 +1,10 @@
-"""deploy -> capture -> reconstruct on the simulated bench, through the CLI; --dry-run touches nothing."""
+"""deploy -> capture -> reconstruct on the ideal simulated bench, through the CLI; --dry-run touches nothing."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest_devices import IDEAL_BENCH
 from typer.testing import CliRunner
 
 from hil.bench.bench import Bench
@@ -30,24 +31,29 @@ def _invoke(*args: str):
     return result
 
 
+def _on_ideal(command: str, *args: str):
+    """``command`` on the ideal twin (the default bench is the realistic 16 x 16 one)."""
+    return _invoke(command, "--bench", IDEAL_BENCH, *args)
+
+
 def test_dry_runs_touch_no_device(bundle, tmp_path, monkeypatch):
     def forbidden(self):
         raise AssertionError("a dry run opened the bench")
 
     monkeypatch.setattr(Bench, "__enter__", forbidden)
-    result = _invoke("deploy", bundle, "--dry-run")
+    result = _on_ideal("deploy", bundle, "--dry-run")
     assert result.exit_code == 0, result.output
     assert "nothing was sent to any device" in result.output
-    result = _invoke("capture", "--out", tmp_path / "c.h5", "--bundle", bundle, "--dry-run")
+    result = _on_ideal("capture", "--out", tmp_path / "c.h5", "--bundle", bundle, "--dry-run")
     assert result.exit_code == 0 and not (tmp_path / "c.h5").exists()
 
 
 def test_deploy_capture_reconstruct(bundle, tmp_path):
-    result = _invoke("deploy", bundle)
+    result = _on_ideal("deploy", bundle)
     assert result.exit_code == 0, result.output
     assert "deployed (not measured" in result.output
     capture = tmp_path / "c.h5"
-    result = _invoke("capture", "--out", capture, "--bundle", bundle, "--frames", 2, "--dark-frames", 1)
+    result = _on_ideal("capture", "--out", capture, "--bundle", bundle, "--frames", 2, "--dark-frames", 1)
     assert result.exit_code == 0, result.output
     result = _invoke("reconstruct", capture, "--iterations", 20)
     assert result.exit_code == 0, result.output
@@ -61,14 +67,14 @@ def test_deploy_capture_reconstruct(bundle, tmp_path):
 
 def test_bad_inputs_are_named(bundle, tmp_path):
     np.save(tmp_path / "m.npy", np.zeros((32, 32)))
-    result = _invoke("capture", "--out", tmp_path / "c.h5", "--mask", tmp_path / "m.npy")
+    result = _on_ideal("capture", "--out", tmp_path / "c.h5", "--mask", tmp_path / "m.npy")
     assert "mask must have shape (64, 64) (height, width), got (32, 32)" in str(result.exception)
-    result = _invoke("capture", "--out", tmp_path / "c.h5")
+    result = _on_ideal("capture", "--out", tmp_path / "c.h5")
     assert "give exactly one of --bundle or --mask" in str(result.exception)
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     result = _invoke("reconstruct", tmp_path / "junk.h5")
     assert "not a readable HDF5 file" in str(result.exception)
-    result = _invoke("deploy", tmp_path)
+    result = _on_ideal("deploy", tmp_path)
     assert "not a model bundle" in str(result.exception)
 
 
@@ -78,7 +84,7 @@ def test_reconstruct_with_a_registration_override(bundle, tmp_path):
     from hil.physics.registration import Registration
 
     capture = tmp_path / "c.h5"
-    assert _invoke("capture", "--out", capture, "--bundle", bundle, "--frames", 1, "--dark-frames", 0).exit_code == 0
+    assert _on_ideal("capture", "--out", capture, "--bundle", bundle, "--frames", 1, "--dark-frames", 0).exit_code == 0
     identity = Registration(np.array([[1.0, 0, 0], [0, 1.0, 0]]), (128, 128), (128, 128), 1.0).save(tmp_path / "r.json")
     registered = tmp_path / "b.npy"
     result = _invoke("reconstruct", capture, "--iterations", 5, "--out", registered, "--registration", identity)

@@ -1,14 +1,18 @@
-"""The README's main job runs end to end and records its provenance."""
+"""The README's main job runs end to end and records its provenance (on the ideal twin: fast; the default
+realistic bench in a slow test)."""
 
 import json
 
+import pytest
+from conftest_devices import IDEAL_BENCH
 from typer.testing import CliRunner
 
 from hil.cli import app
 
 
 def test_demo_runs_the_shipped_student_on_the_simulated_bench(tmp_path):
-    args = ["demo", "--out", str(tmp_path), "--samples", "phase_screen,cells", "--raar-iterations", "50"]
+    args = ["demo", "--bench", str(IDEAL_BENCH), "--out", str(tmp_path), "--samples", "phase_screen,cells"]
+    args += ["--raar-iterations", "50"]
     result = CliRunner().invoke(app, [*args, "--repeats", "1"])
     assert result.exit_code == 0, result.output
     (run,) = tmp_path.iterdir()
@@ -25,7 +29,8 @@ def test_demo_runs_the_shipped_student_on_the_simulated_bench(tmp_path):
 
 
 def test_demo_without_a_bundle_uses_a_random_mask_and_raar(tmp_path):
-    args = ["demo", "--random-mask", "--out", str(tmp_path), "--samples", "natural", "--raar-iterations", "20"]
+    args = ["demo", "--bench", str(IDEAL_BENCH), "--random-mask", "--out", str(tmp_path), "--samples", "natural"]
+    args += ["--raar-iterations", "20"]
     result = CliRunner().invoke(app, [*args, "--repeats", "1", "--frames", "2"])
     assert result.exit_code == 0, result.output
     (run,) = tmp_path.iterdir()
@@ -43,8 +48,6 @@ def test_demo_rejects_bad_config(tmp_path):
 
 
 def test_entry_point_prints_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
-    import pytest
-
     from hil.cli import main
 
     bad = tmp_path / "bad.yaml"
@@ -55,3 +58,21 @@ def test_entry_point_prints_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "key 'seed': expected an integer" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_demo_on_the_default_bench_loads_its_calibration_and_the_bundle_for_its_system(tmp_path):
+    """``make demo``: the realistic default bench through its stored calibration, with models/student_fixture."""
+    args = ["demo", "--out", str(tmp_path), "--samples", "phase_screen", "--raar-iterations", "20", "--repeats", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # rich wraps long lines
+    assert "configs/bench_sim/registration.json" in said and "configs/bench_sim/field.json" in said
+    assert "(measured SLM response, 256 levels)" in said and "models/student_fixture" in said
+    (run,) = tmp_path.iterdir()
+    record = json.loads((run / "provenance.json").read_text())
+    assert record["bundle"].endswith("models/student_fixture")
+    assert record["system_file"].endswith("configs/bench_sim/system.yaml")
+    assert sorted(record["calibration_files"]) == ["field", "registration"]
+    rows = json.loads((run / "metrics.json").read_text())
+    assert [r["method"] for r in rows] == ["student", "RAAR 20 it"] and all(r["psnr_db"] > 10 for r in rows)

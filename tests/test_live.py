@@ -24,7 +24,7 @@ from hil.bench.reconstruct import reconstruct_classical, uniform_mask
 from hil.benchmarks.calibrated_model import write_hidden_calibration
 
 REPO = Path(__file__).resolve().parents[1]
-LIVE_BENCH = REPO / "configs" / "bench_sim_live.yaml"
+LIVE_BENCH = REPO / "configs" / "bench_ideal_live.yaml"
 
 
 def _mask_and_op(bench: Bench):
@@ -164,7 +164,7 @@ def test_live_rate_comes_from_the_trigger_period():
     from hil.bench.live import trigger_rate_fps
 
     assert trigger_rate_fps(load_bench(LIVE_BENCH)) == pytest.approx(20.0)  # period_us: 50000
-    assert trigger_rate_fps(load_bench(REPO / "configs" / "bench_sim.yaml")) == pytest.approx(100.0)
+    assert trigger_rate_fps(load_bench(REPO / "configs" / "bench_ideal.yaml")) == pytest.approx(100.0)
 
 
 def test_live_decodes_the_cameras_own_pixels_through_the_benchs_calibrated_model(tmp_path, fresh_sim_devices):  # noqa: F811

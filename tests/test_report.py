@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest_devices import IDEAL_BENCH
 
 from hil.bench.report import SampleResult, gray_image, write_report
 from hil.physics.system import load_system
@@ -106,7 +107,8 @@ def test_reconstruct_writes_a_report_on_request(tmp_path):
     np.save(mask, np.random.default_rng(0).uniform(0, 2 * math.pi, (64, 64)))
     capture = tmp_path / "c.h5"
     runner = CliRunner()
-    assert runner.invoke(app, ["capture", "--out", str(capture), "--mask", str(mask), "--frames", "2"]).exit_code == 0
+    args = ["capture", "--bench", str(IDEAL_BENCH), "--out", str(capture), "--mask", str(mask), "--frames", "2"]
+    assert runner.invoke(app, args).exit_code == 0
     result = runner.invoke(app, ["reconstruct", str(capture), "--iterations", "5", "--report", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     (row,) = json.loads((tmp_path / "r" / "metrics.json").read_text())

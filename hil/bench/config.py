@@ -39,7 +39,7 @@ from hil.physics.registration import load_registration
 from hil.physics.slm_field import load_slm_field
 from hil.physics.system import SystemConfig, load_system
 
-DEFAULT_BENCH = REPO_ROOT / "configs" / "bench_sim.yaml"
+DEFAULT_BENCH = REPO_ROOT / "configs" / "bench_sim.yaml"  # realistic, calibrated; the ideal twin: bench_ideal.yaml
 BUILTIN_DRIVERS: dict[str, dict[str, str]] = {
     "slm": {"simulated": "drivers.sim_slm:SimulatedBenchSLM"},
     "camera": {
@@ -176,6 +176,15 @@ class BenchSpec:
     camera: DeviceSpec
     serial: dict[str, DeviceSpec]
     calibration_files: dict[str, Path] = field(default_factory=dict)  # "registration" / "field" -> file
+    system_file: Path | None = None
+
+    def calibration_summary(self) -> str:
+        """One line naming what this bench's model is built from: the system file (its SLM response) and
+        the calibration files the config names."""
+        slm = self.system.slm
+        response = f"measured SLM response, {len(slm.gamma)} levels" if slm.gamma else "nominal linear SLM response"
+        files = "; ".join(f"{k} {v}" for k, v in self.calibration_files.items())
+        return f"system {self.system_file} ({response}); " + (files or "no registration or field file (nominal)")
 
     def model(self) -> BenchModel:
         """The calibrated model of this bench: the system plus the calibration files the config names."""
@@ -392,7 +401,7 @@ def bench_from_mapping(
     serial = {}
     for name, section in config.serial.items():
         serial[name] = _device("serial", name, section.driver, section.kwargs, where, f"serial.{name}", import_plugins)
-    return BenchSpec(config, None, system, devices["slm"], devices["camera"], serial, calibration_files)
+    return BenchSpec(config, None, system, devices["slm"], devices["camera"], serial, calibration_files, system_path)
 
 
 def load_bench(path: str | Path = DEFAULT_BENCH, import_plugins: bool = True) -> BenchSpec:

@@ -2,7 +2,7 @@
 
 Per object size n: the student decoder's frames per second at batch 1 and batch 64 (one warm-up,
 median of repeats, one CPU thread), then ``hil live``'s pipeline on the simulated live bench at its
-camera rate (``configs/bench_sim_live.yaml``): sustained decoded frames per second, device time per
+camera rate (``configs/bench_ideal_live.yaml``): sustained decoded frames per second, device time per
 frame (time inside the decoder), the pipeline's overhead over it (frame conversion and HDF5 storage
 in the decoder thread), latency and dropped frames. n = 64 uses the shipped student; other sizes an
 untrained student of the same architecture (timing does not depend on the weights).
@@ -27,7 +27,7 @@ from hil.learning.bundle import load_bundle
 from hil.learning.coded_system import CodedSystem
 from hil.physics.system import SystemConfig
 
-LIVE_BENCH = REPO_ROOT / "configs" / "bench_sim_live.yaml"
+LIVE_BENCH = REPO_ROOT / "configs" / "bench_ideal_live.yaml"
 SHIPPED = REPO_ROOT / "models" / "student"
 
 

@@ -1,13 +1,15 @@
 """``hil demo``: the distilled system end to end on the (simulated) bench, with a report.
 
-The shipped student bundle (``models/student``: mask + decoder) by default, or ``--bundle`` another,
-or ``--random-mask`` (RAAR only): mask -> SLM through its phase LUT -> for each sample (cells, a
-phase screen, a resolution target, a natural image, set on the simulated bench) dark frames and
+The shipped student bundle made for the bench's system (:func:`hil.learning.bundle.default_bundle`: on the
+default realistic bench ``models/student_fixture``, on ``configs/bench_ideal.yaml`` ``models/student``) by
+default, or ``--bundle`` another, or ``--random-mask`` (RAAR only): mask -> SLM through its phase LUT -> for
+each sample (cells, a phase screen, a resolution target, a natural image, set on the simulated bench) dark frames and
 one CDP (checked, stored in HDF5) -> bench left safe -> each CDP reconstructed by the student and
 by RAAR, timed with a warm-up and the median of repeats -> ``index.html`` report, table, provenance.
 Captures and reconstructions use the bench config's calibrated model (measured SLM response, camera
-registration, SLM-plane field; :meth:`hil.bench.config.BenchSpec.model`), which every capture file
-records; frames stay on the camera's own pixels.
+registration, SLM-plane field; :meth:`hil.bench.config.BenchSpec.model`), loaded from the files the bench
+config names (printed first, and recorded in the report's provenance and in every capture file); frames stay
+on the camera's own pixels.
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ import typer
 
 from hil.bench.config import DEFAULT_BENCH
 from hil.cli.options import dark_frames_option, frames_option
-from hil.common.provenance import REPO_ROOT
 
-DEFAULT_BUNDLE = REPO_ROOT / "models" / "student"
 DEFAULT_SAMPLES = "cells,phase_screen,resolution_target,natural"
 
 
 def demo(
-    bench_config: Path = typer.Option(DEFAULT_BENCH, "--bench", help="Bench config (YAML); default: simulated."),
-    bundle: Path = typer.Option(DEFAULT_BUNDLE, help="Model bundle whose mask and decoder to use."),
+    bench_config: Path = typer.Option(
+        DEFAULT_BENCH, "--bench", help="Bench config (YAML); default: the realistic simulated bench, calibrated."
+    ),
+    bundle: Path = typer.Option(
+        None, help="Model bundle whose mask and decoder to use (default: the shipped one made for the bench's system)."
+    ),
     random_mask: bool = typer.Option(False, "--random-mask", help="A random 8-bit CPM and RAAR only (no bundle)."),
     samples: str = typer.Option(DEFAULT_SAMPLES, help="Sample kinds set on a simulated bench, comma-separated."),
     out: Path = typer.Option(Path("runs"), help="Folder for the run's outputs."),
@@ -50,11 +54,12 @@ def demo(
     from drivers.sim_optics import SAMPLE_KINDS, sample_phase
     from hil.bench.bench import Bench
     from hil.bench.capture import CaptureSettings, capture_cdp
+    from hil.bench.config import load_bench
     from hil.bench.reconstruct import load_capture, uniform_mask
     from hil.bench.report import SampleResult, gray_image, write_report
     from hil.common.config import to_mapping
     from hil.common.provenance import record
-    from hil.learning.bundle import load_bundle
+    from hil.learning.bundle import default_bundle, load_bundle
 
     console = Console()
     torch.set_num_threads(threads)
@@ -65,13 +70,18 @@ def demo(
         raise ValueError(f"--samples: unknown kind(s) {unknown or kinds}; choose from {list(SAMPLE_KINDS)}")
     run_dir = out / f"demo-{datetime.now():%Y%m%d-%H%M%S-%f}"
     captures: list[tuple[str, Path, np.ndarray | None]] = []
-    with Bench.from_config(bench_config) as bench:
-        system = bench.spec.system
-        loaded = None if random_mask else load_bundle(bundle, expect_system=system)
-        if loaded is not None:
-            mask_rad = loaded.mask_rad[0].numpy().astype(np.float64)
-        else:
-            mask_rad = uniform_mask(system.optics.n, seed)
+    spec = load_bench(bench_config)
+    system = spec.system
+    spec.model()  # the calibration files the bench config names are read and checked before any device
+    console.print(f"bench {bench_config}, calibrated model from: {spec.calibration_summary()}")
+    if random_mask:
+        loaded, mask_rad = None, uniform_mask(system.optics.n, seed)
+    else:
+        bundle = bundle or default_bundle(system)
+        loaded = load_bundle(bundle, expect_system=system)
+        mask_rad = loaded.mask_rad[0].numpy().astype(np.float64)
+        console.print(f"bundle {bundle}")
+    with Bench(spec) as bench:
         device = bench.slm.slm
         if not hasattr(device, "set_sample"):  # a real bench: whatever sample is in the beam
             console.print("this bench cannot switch samples: one capture of the sample in the beam")
@@ -95,8 +105,10 @@ def demo(
         results.append(SampleResult(kind, cdp, estimates, ms, truth, captured.photons_per_pixel))
 
     provenance = record(
-        {"bench": to_mapping(bench.spec.config), "system": to_mapping(system)},
-        seed=seed, command="hil demo", bundle=None if loaded is None else str(bundle), samples=kinds,
+        {"bench": to_mapping(spec.config), "system": to_mapping(system)},
+        seed=seed, command="hil demo", bench=str(bench_config), system_file=str(spec.system_file),
+        calibration_files={k: str(v) for k, v in spec.calibration_files.items()},
+        bundle=None if loaded is None else str(bundle), samples=kinds,
         timing={"warmup": 1, "repeats": repeats, "statistic": "median", "threads": threads},
     )  # fmt: skip
     title = "hil demo: " + ("random CPM, RAAR" if loaded is None else f"{bundle.name} bundle vs RAAR")

@@ -9,13 +9,14 @@ import typer
 
 from hil.common.provenance import REPO_ROOT
 
-LIVE_BENCH = REPO_ROOT / "configs" / "bench_sim_live.yaml"
-DEFAULT_BUNDLE = REPO_ROOT / "models" / "student"
+LIVE_BENCH = REPO_ROOT / "configs" / "bench_ideal_live.yaml"
 
 
 def live(
-    bench_config: Path = typer.Option(LIVE_BENCH, "--bench", help="Bench config (YAML); default: simulated, drifting."),
-    bundle: Path = typer.Option(DEFAULT_BUNDLE, help="Model bundle whose mask and decoder to use."),
+    bench_config: Path = typer.Option(LIVE_BENCH, "--bench", help="Bench config (YAML); default: the ideal twin."),
+    bundle: Path = typer.Option(
+        None, help="Model bundle whose mask and decoder to use (default: the shipped one made for the bench's system)."
+    ),
     random_mask: bool = typer.Option(False, "--random-mask", help="A random 8-bit CPM (decoded by RAAR), no bundle."),
     raar: int = typer.Option(
         None, min=1, help="Decode with RAAR of this many iterations (default 50 with --random-mask)."
@@ -44,7 +45,7 @@ def live(
     from hil.bench.frame_log import ensure_new
     from hil.bench.live import LiveSettings, run_live, system_decoder, trigger_rate_fps
     from hil.bench.reconstruct import reconstruct_classical, uniform_mask
-    from hil.learning.bundle import load_bundle
+    from hil.learning.bundle import default_bundle, load_bundle
 
     console = Console()
     torch.set_num_threads(threads)
@@ -57,6 +58,7 @@ def live(
         op = model.operator(mask_rad)
         raar = raar or 50
     else:
+        bundle = bundle or default_bundle(spec.system)
         loaded = load_bundle(bundle, expect_system=spec.system)
         mask_rad = loaded.mask_rad[0].numpy().astype(np.float64)
         op = model.operator(mask_rad)  # the bench's calibrated model, not the bundle's own twin

@@ -32,7 +32,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from hil.common.config import ConfigError, from_mapping, json_depth, to_mapping
-from hil.common.provenance import record
+from hil.common.provenance import REPO_ROOT, record
 from hil.learning.coded_system import CodedSystem
 from hil.learning.train_config import TrainConfig
 from hil.physics.system import SystemConfig
@@ -48,6 +48,8 @@ MAX_DECODER = {"stages": 64, "channels": 1024, "hidden_layers": 16, "refine_step
 MAX_MASKS = 64
 # the SLM's response as calibration measures it (hil calibrate slm-response; crosstalk belongs to the response)
 CALIBRATED_KEYS = frozenset({"slm.gamma", "slm.phase_range_rad", "slm.crosstalk_sigma_px"})
+SHIPPED_MODELS = REPO_ROOT / "models"
+FIRST_SHIPPED = "student"  # the project's main model, preferred when several fit
 
 
 class BundleError(ValueError):
@@ -82,6 +84,24 @@ def compatibility_problems(bundle_system: SystemConfig, system: SystemConfig) ->
             if getattr(ours, f.name) != getattr(theirs, f.name):
                 problems.append(f"{key} is {getattr(theirs, f.name)!r} in the bundle, {getattr(ours, f.name)!r} here")
     return problems
+
+
+def default_bundle(system: SystemConfig, models: Path = SHIPPED_MODELS) -> Path:
+    """The shipped student bundle made for ``system`` (a bench's): the first folder of ``models`` whose
+    ``bundle.json`` is a student with no :func:`compatibility_problems`, ``student`` first, then by name.
+
+    Raises :class:`BundleError` naming the system's geometry when none fits."""
+    folders = sorted((m.parent for m in Path(models).glob(f"*/{MANIFEST}")), key=lambda p: (p.name != FIRST_SHIPPED, p))
+    for folder in folders:
+        manifest = _read_manifest(folder / MANIFEST)
+        if manifest.get("role") == "student" and not compatibility_problems(_made_for(manifest, folder), system):
+            return folder
+    optics, slm = system.optics, system.slm
+    raise BundleError(
+        f"no student bundle in {models} is made for this system (optics.n {optics.n}, pad_factor {optics.pad_factor}, "
+        f"propagator {optics.propagator}, slm.macro_pixel {slm.macro_pixel}, slm.bitdepth {slm.bitdepth}); "
+        "give --bundle, or train one for it (hil train)"
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -191,6 +211,14 @@ def _read_manifest(manifest_path: Path) -> dict[str, Any]:
     return manifest
 
 
+def _made_for(manifest: dict[str, Any], path: Path) -> SystemConfig:
+    """The system config a bundle's manifest records (``path``: the bundle folder)."""
+    try:
+        return from_mapping(SystemConfig, manifest.get("system_config"), where=f"{path / MANIFEST}:system_config")
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from None
+
+
 def load_bundle(path: str | Path, expect_system: SystemConfig | None = None) -> Bundle:
     """Read and verify a bundle; ``expect_system`` (the bench's config) must match the bundle's system up to
     what calibration measures (:func:`compatibility_problems`)."""
@@ -206,11 +234,9 @@ def load_bundle(path: str | Path, expect_system: SystemConfig | None = None) -> 
         raise BundleError(f"{manifest_path}: 'files' must list {MASKS} and {DECODER} with their SHA-256")
     try:
         train_config = from_mapping(TrainConfig, manifest.get("train_config"), where=f"{manifest_path}:train_config")
-        system_config = from_mapping(
-            SystemConfig, manifest.get("system_config"), where=f"{manifest_path}:system_config"
-        )
     except ConfigError as exc:
         raise BundleError(str(exc)) from None
+    system_config = _made_for(manifest, path)
     if expect_system is not None:
         problems = compatibility_problems(system_config, expect_system)
         if problems:
