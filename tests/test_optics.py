@@ -76,6 +76,16 @@ def test_macro_pixel_envelope_matches_point_samples():
     torch.testing.assert_close(fine.A(x), expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize(("k", "guard"), [(3, 0), (4, 7), (2, 6)])
+def test_slm_grid_dft_as_matrix_products_equals_the_zero_padded_fft(k, guard):
+    """``slm_dft @ u @ slm_dft.T`` is the detector field of the zero-padded SLM-grid FFT, guard band included."""
+    n = 6
+    geometry = CDPGeometry(n, macro_pixel=k, detector_guard=guard)
+    u = _rand_complex((2, k * n, k * n), torch.Generator().manual_seed(k))
+    dft = geometry.slm_dft
+    torch.testing.assert_close(dft @ u @ dft.T, geometry.detector_field(geometry.embed(u)), rtol=1e-12, atol=1e-12)
+
+
 def test_angular_spectrum_gaussian_beam_matches_closed_form():
     """A Gaussian waist propagated one Rayleigh range: amplitude, curvature and Gouy phase."""
     wavelength_um, pitch_um, size, w0_um = 0.633, 2.0, 512, 40.0
