@@ -77,7 +77,7 @@ def test_crosstalk_inside_macro_pixels_is_modelled():
     wrapped phase, 11 % with one block-mean component): the polyphase operator predicts it to 1.6 %."""
     controller, camera, model = _fixture(crosstalk_sigma_px=0.6, iris_radius_px=1000.0)
     operator = model.operator(np.random.default_rng(0).uniform(0, 2 * np.pi, (16, 16)))
-    assert operator.factorised and operator._ripple is not None
+    assert operator.factorised and operator._ripple
     result = _agreement(controller, camera, model)
     assert result.correlation > 0.999 and result.residual_rel < 0.03
 

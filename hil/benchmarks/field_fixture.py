@@ -6,11 +6,11 @@ of the calibration order measure), and the field is fitted (:mod:`calibration.fi
 random masks under several conditions: with and without the margin for light outside the ROI (with the
 bench's dump grating beside the ROI, and with a flat SLM there), with the hidden and with a measured
 registration (the tilt it trades for the shift error), and with the fixture's crosstalk, which the system
-either lacks or models (its measurement, ``--fit-crosstalk``, is in ``hil benchmark calibration``). Each field is
-compared with the hidden one (:func:`hidden_field`, :func:`field_error`); results go to
-``benchmarks/field_fixture.json`` and ``.md``.
+either lacks, models, or measures (:func:`~calibration.field.fit_crosstalk`, what ``--fit-crosstalk`` runs: the
+measured sigma is in the condition's label). Each field is compared with the hidden one (:func:`hidden_field`,
+:func:`field_error`); results go to ``benchmarks/field_fixture.json`` and ``.md``.
 
-Run: ``python -m hil.benchmarks.field_fixture`` (about five minutes on one loaded CPU core: the crosstalk rows).
+Run: ``python -m hil.benchmarks.field_fixture`` (about two minutes on one loaded CPU core).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from calibration.field import (
     crop,
     field_masks,
     field_metrics,
+    fit_crosstalk,
     fit_field,
     record_frames,
 )
@@ -149,25 +150,30 @@ def run_bench(name: str, folder: Path) -> list[dict]:
         modelled = dataclasses.replace(system, slm=dataclasses.replace(system.slm, crosstalk_sigma_px=sigma))
         conditions = {
             "crosstalk": [
-                (f"crosstalk {sigma} px, system without it", system, hidden, 1),
-                (f"crosstalk {sigma} px, system with it", modelled, hidden, 1),
+                (f"crosstalk {sigma} px, system without it", system, hidden, 1, False),
+                (f"crosstalk {sigma} px, system with it", modelled, hidden, 1, False),
+                (f"crosstalk {sigma} px, measured (--fit-crosstalk)", system, hidden, 1, True),
             ],
             "no_dump_grating": [
-                ("no crosstalk, flat beside the ROI (no dump grating), margin 1", system, hidden, 1),
-                ("no crosstalk, flat beside the ROI (no dump grating), margin 0", system, hidden, 0),
+                ("no crosstalk, flat beside the ROI (no dump grating), margin 1", system, hidden, 1, False),
+                ("no crosstalk, flat beside the ROI (no dump grating), margin 0", system, hidden, 0, False),
             ],
             "no_crosstalk": [
-                ("no crosstalk, hidden registration", system, hidden, 1),
-                ("no crosstalk, hidden registration, margin 0", system, hidden, 0),
-                ("no crosstalk, measured registration", system, measured, 1),
+                ("no crosstalk, hidden registration", system, hidden, 1, False),
+                ("no crosstalk, hidden registration, margin 0", system, hidden, 0, False),
+                ("no crosstalk, measured registration", system, measured, 1, False),
             ],
         }[variant]
-        for label, model_system, registration, margin in conditions:
+        for label, model_system, registration, margin, measure_crosstalk in conditions:
             model = BenchModel(model_system, registration)
             start = time.perf_counter()
-            wide = fit_field(model, masks[:-HELD_OUT], frames[:-HELD_OUT], margin)
+            if measure_crosstalk:
+                found, wide, metrics = fit_crosstalk(model, masks, frames, margin, seed=0)
+                label = f"{label}: {found:.3f} px"
+            else:
+                wide = fit_field(model, masks[:-HELD_OUT], frames[:-HELD_OUT], margin)
+                metrics = field_metrics(model, masks, frames, wide, margin, HELD_OUT)
             seconds = time.perf_counter() - start
-            metrics = field_metrics(model, masks, frames, wide, margin, HELD_OUT)
             accepted = metrics["heldout_correlation"] >= MIN_HELDOUT_CORRELATION
             error = field_error(crop(wide, margin), truth)
             rows.append(

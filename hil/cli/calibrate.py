@@ -288,8 +288,11 @@ def field(
     update_bench: bool = UPDATE_BENCH,
     overwrite: bool = OVERWRITE,
     dry_run: bool = DRY_RUN,
+    threads: int = typer.Option(1, min=1, help="CPU threads of the fit (1: no oversubscription on a shared CPU)."),
 ) -> None:
     """Illumination amplitude and static aberration over the mask, by phase retrieval of known masks' CDPs."""
+    import torch
+
     from calibration.field import HELD_OUT, check_prerequisites, measure_field
     from hil.bench.config import load_bench
     from hil.cli.outputs import check_output, write_bytes, write_text
@@ -318,6 +321,7 @@ def field(
         "masks": masks, "flat": flat, "seed": seed, "margin": margin, "frames": frames_count,
         "dark_frames": dark_frames, "exposure_s": exposure_s, "registration": str(source), "crosstalk": crosstalk,
     }  # fmt: skip
+    torch.set_num_threads(threads)
     with _exposed_session(spec, frames, "field", settings, exposure_s) as (bench, log):
         result = measure_field(bench, log, found, masks, flat, seed, frames_count, dark_frames, margin, crosstalk)
     write_text(out, result.to_json(), overwrite)

@@ -16,7 +16,8 @@ pixels for given masks, from
   fixture bench (``benchmarks/calibrated_model.md``).
 
 With macro-pixels (``k > 1``, Fraunhofer) the operator's polyphase factorisation keeps the cost near that
-of ``k = 1``, crosstalk's ripple inside the blocks included (a few principal components). A camera
+of ``k = 1`` for block-constant masks; masks that crosstalk makes vary inside the blocks go through the SLM
+grid's DFT at the detector's frequencies (two matrix products, exact, about ``k`` times that). A camera
 that sees beyond the ``pad*n`` band gets a guard band (``CDPGeometry.detector_guard``) wide enough for its
 footprint: there it sees the neighbouring diffraction orders of the macro-pixel grid.
 ``tests/test_bench_model.py`` measures that approximation against the full SLM-grid computation and

@@ -284,37 +284,17 @@ class CDPGeometry(OpticsSpec):
         return fine / self.periodic(centred_fft2(_embed(point, self.band)))
 
     @cached_property
-    def pixel_envelope(self) -> torch.Tensor | None:
-        """Like :attr:`macro_envelope` for one SLM pixel (pixel (0, 0) of a macro-pixel) instead of a block."""
-        if self.propagator != "fraunhofer" or self.macro_pixel == 1:
-            return None
-        point, small = (
-            torch.zeros(self.slm_shape, dtype=torch.complex128),
-            torch.zeros((self.n, self.n), dtype=torch.complex128),
-        )
-        point[0, 0] = small[0, 0] = 1
-        return self.detector_field(self.embed(point)) / self.periodic(centred_fft2(_embed(small, self.band)))
-
-    @cached_property
-    def subpixel_ramps(self) -> torch.Tensor:
-        """``(k*k, *detector_shape)`` complex128: the factor by which moving a point from SLM pixel (0, 0) of a
-        macro-pixel to its pixel (a, b) (index ``a*k + b``) multiplies the detector field (shift theorem of the
-        centred DFT on the ``pad*k*n`` grid)."""
-        k, side, big = self.macro_pixel, self.detector_shape[0], self.field_shape[0]
-        freq = (torch.arange(side, dtype=torch.float64) - side // 2) / big
-        ramp = torch.exp(-2j * math.pi * freq[None, :] * torch.arange(k, dtype=torch.float64)[:, None])  # (k, side)
-        return (ramp[:, None, :, None] * ramp[None, :, None, :]).reshape(k * k, side, side)
-
-    @cached_property
     def band_dft(self) -> torch.Tensor:
         """``(detector side, n)`` complex128: one axis of the object's centred unitary DFT on the band grid, at the
         detector's frequencies (repeated over the guard), i.e. ``periodic(centred_fft2(embed(u, band)))`` is
         ``band_dft @ u @ band_dft.T`` for ``u`` ``(n, n)``: two small products instead of a zero-padded FFT."""
-        side, band, n = self.detector_shape[0], self.band, self.n
-        freq = torch.arange(side, dtype=torch.float64) - side // 2
-        start = (band - n) // 2
-        position = torch.arange(n, dtype=torch.float64) + start - band // 2
-        return torch.exp(-2j * math.pi * freq[:, None] * position[None, :] / band) / math.sqrt(band)
+        return _centred_dft_rows(self.detector_shape[0], self.band, self.n)
+
+    @cached_property
+    def slm_dft(self) -> torch.Tensor:
+        """``(detector side, k*n)`` complex128: like :attr:`band_dft` for a field on the SLM grid, i.e.
+        ``detector_field(embed(u))`` is ``slm_dft @ u @ slm_dft.T`` for ``u`` ``(k*n, k*n)`` (Fraunhofer)."""
+        return _centred_dft_rows(self.detector_shape[0], self.field_shape[0], self.slm_shape[0])
 
     @cached_property
     def band_index(self) -> torch.Tensor:
@@ -387,6 +367,14 @@ class CDPGeometry(OpticsSpec):
         ring = field.to(torch.complex128).clone()
         ring[margin : margin + n, margin : margin + n] = 0
         return self.detector_field(_embed(macro_upsample(ring, k), big))
+
+
+def _centred_dft_rows(side: int, big: int, count: int) -> torch.Tensor:
+    """``(side, count)`` complex128: the centred unitary DFT of a ``big`` grid at its central ``side`` frequencies
+    (taken modulo ``big``), for the central ``count`` samples."""
+    freq = torch.arange(side, dtype=torch.float64) - side // 2
+    position = torch.arange(count, dtype=torch.float64) + (big - count) // 2 - big // 2
+    return torch.exp(-2j * math.pi * freq[:, None] * position[None, :] / big) / math.sqrt(big)
 
 
 def _embed(u: torch.Tensor, big: int) -> torch.Tensor:
@@ -476,51 +464,44 @@ class CDPOperator:
         self.detector = detector
         self.masks = masks if masks.is_complex() else phase_to_field(masks)
         self.offset = None if offset is None else offset.to(device=self.masks.device, dtype=self.masks.dtype)
-        self._coarse, self._envelope, self._ripple, self._ripple_envelopes = self._macro_pixel_factorisation()
+        self._coarse, self._envelope, self._ripple = self._macro_pixel_factorisation()
         self._coverage_cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _macro_pixel_factorisation(self) -> tuple[torch.Tensor | None, ...]:
-        """Polyphase form of the Fraunhofer detector with macro-pixels: ``(c_0, E_0, c_r, E_r)``, else all None.
+    def _macro_pixel_factorisation(self) -> tuple[torch.Tensor | None, torch.Tensor | None, bool]:
+        """Polyphase form of the Fraunhofer detector with macro-pixels: ``(c_0, E_0, ripple)``, else ``(None, None,
+        False)``.
 
-        Split each mask into its ``k x k`` sub-pixel samples ``t_ab`` (``(L, n, n)`` each). The detector field
-        is ``sum_ab R_ab E_pt D[x t_ab]`` (``D``: the band's DFT, repeated over the guard; ``R_ab``: sub-pixel
-        ramps), i.e. ``E_0 D[x c_0] + sum_r E_r D[x c_r]`` with ``c_0`` the block mean (``E_0`` the macro-pixel
-        envelope) and ``c_r`` the principal components of what varies inside the blocks (crosstalk's ripple),
-        kept until what is left out holds ``RIPPLE_TOLERANCE`` of the masks' energy (-60 dB, below any noise);
-        the pseudo-inverse then refines the block mean's exact one. Block-constant masks have no ripple: the cost
-        of ``k = 1`` and an exact pseudo-inverse. Masks whose in-block variation carries more than a quarter of
-        their energy (arbitrary SLM-grid patterns) take the SLM-grid path instead (None).
+        Split each mask into its ``k x k`` sub-pixel samples ``t_ab`` (``(L, n, n)`` each); ``c_0`` is their
+        block mean and ``E_0 D[x c_0]`` (``D``: the band's DFT, repeated over the guard; ``E_0``: the macro-pixel
+        envelope) the detector field of the block-mean masks. Block-constant masks (what varies inside the
+        blocks holds at most ``RIPPLE_TOLERANCE`` of their energy, -60 dB) are exactly that: the cost of
+        ``k = 1`` and an exact pseudo-inverse. Masks that vary inside the blocks (crosstalk's ripple,
+        ``ripple``) go through the SLM grid's DFT at the detector's frequencies as two matrix products
+        (:attr:`CDPGeometry.slm_dft`: exact, about ``k`` times the cost of ``k = 1``, no zero-padded FFT); the
+        pseudo-inverse then refines the block mean's exact one. Masks whose in-block variation carries more
+        than a quarter of their energy (arbitrary SLM-grid patterns) take the SLM-grid FFT path instead.
         """
         envelope, k = self.geometry.macro_envelope, self.geometry.macro_pixel
-        none = (None, None, None, None)
+        none = (None, None, False)
         if envelope is None:
             return none
         masks = self.masks
         samples = torch.stack([masks[:, a::k, b::k] for a in range(k) for b in range(k)])  # (k², L, n, n)
         coarse = samples.mean(dim=0)
-        ripple = samples - coarse
         ripple_energy, energy = (
-            float(ripple.detach().abs().square().sum()),
+            float((samples - coarse).detach().abs().square().sum()),
             float(samples.detach().abs().square().sum()),
         )
-        envelope = envelope.to(device=masks.device, dtype=masks.dtype)
-        if ripple_energy <= RIPPLE_TOLERANCE * energy:  # block-constant (to rounding, or within the tolerance)
-            return coarse, envelope, None, None
         if ripple_energy > 0.25 * energy:
             return none
-        flat = ripple.reshape(k * k, -1)
-        _, values, vh = torch.linalg.svd(flat.detach().T.conj(), full_matrices=False)  # columns: sub-pixel patterns
-        dropped = torch.flip(torch.cumsum(torch.flip(values.square(), (0,)), 0), (0,))  # energy left out from r on
-        keep = int((dropped > RIPPLE_TOLERANCE * energy).sum())
-        basis = vh[:keep].conj().T.to(flat.dtype)  # (k², R): orthonormal sub-pixel patterns
-        components = (basis.conj().T @ flat).reshape(keep, *coarse.shape)  # c_r = <pattern_r, t_ab - mean>
-        point = self.geometry.pixel_envelope.to(envelope.device, envelope.dtype)
-        ramps = self.geometry.subpixel_ramps.to(envelope.device, envelope.dtype) * point  # E_ab, (k², W, W)
-        envelopes = torch.einsum("ar,ahw->rhw", basis, ramps)
-        return coarse, envelope, components, envelopes
+        envelope = envelope.to(device=masks.device, dtype=masks.dtype)
+        return coarse, envelope, ripple_energy > RIPPLE_TOLERANCE * energy
 
     def _band_dft(self) -> torch.Tensor:
         return self.geometry.band_dft.to(device=self.masks.device, dtype=self.masks.dtype)
+
+    def _slm_dft(self) -> torch.Tensor:
+        return self.geometry.slm_dft.to(device=self.masks.device, dtype=self.masks.dtype)
 
     @property
     def factorised(self) -> bool:
@@ -552,13 +533,12 @@ class CDPOperator:
         self._check_object(x)
         geo = self.geometry
         x = as_complex(x).to(self.masks.dtype)
+        if self._ripple:
+            dft = self._slm_dft()
+            return dft @ (macro_upsample(x, geo.macro_pixel)[:, None] * self.masks[None]) @ dft.T
         if self._coarse is not None:
             dft = self._band_dft()
-            z = dft @ (x[:, None] * self._coarse[None]) @ dft.T * self._envelope
-            if self._ripple is not None:
-                parts = dft @ (x[:, None, None] * self._ripple[None]) @ dft.T
-                z = z + (parts * self._ripple_envelopes[None, :, None]).sum(dim=1)
-            return z
+            return dft @ (x[:, None] * self._coarse[None]) @ dft.T * self._envelope
         x = macro_upsample(x, geo.macro_pixel)
         return geo.detector_field(geo.embed(x[:, None] * self.masks[None]))
 
@@ -571,14 +551,13 @@ class CDPOperator:
                 f"got {tuple(z.shape)}"
             )
         z = as_complex(z).to(self.masks.dtype)
+        if self._ripple:
+            dft = self._slm_dft()
+            u = dft.conj().T @ z @ dft.conj() * self.masks.conj()[None]
+            return macro_sum(u.sum(dim=1), geo.macro_pixel)
         if self._coarse is not None:
             dft = self._band_dft()
-            back = dft.conj().T
-            x = (back @ (z * self._envelope.conj()) @ dft.conj() * self._coarse.conj()[None]).sum(dim=1)
-            if self._ripple is not None:
-                parts = back @ (z[:, None] * self._ripple_envelopes.conj()[None, :, None]) @ dft.conj()
-                x = x + (parts * self._ripple.conj()[None]).sum(dim=(1, 2))
-            return x
+            return (dft.conj().T @ (z * self._envelope.conj()) @ dft.conj() * self._coarse.conj()[None]).sum(dim=1)
         if geo.detector_shape != geo.field_shape:
             rows, cols = geo.detector_window()
             full = z.new_zeros(z.shape[:-2] + geo.field_shape)
@@ -673,7 +652,7 @@ class CDPOperator:
             z = z - self.offset
         if self._coarse is not None:
             x = self._block_mean_inverse(z)
-            if self._ripple is not None:  # Richardson steps: exact on the range when the ripple is small
+            if self._ripple:  # Richardson steps: exact on the range when the ripple is small
                 for _ in range(self.RIPPLE_REFINE_STEPS):
                     x = x + self._block_mean_inverse(z - self._linear(x))
             return x
