@@ -47,10 +47,9 @@ def capture(
     spec.model()  # the calibration files the bench config names are read and checked before any device
     settings = CaptureSettings(frames, dark_frames, exposure_s, max_saturated_fraction, auto_exposure)
     check_output(ensure_new(out, overwrite), overwrite)  # a writable place, before any device is touched
-    calibrated = ", ".join(f"{k} {v}" for k, v in spec.calibration_files.items()) or "none named in the bench config"
     console.print(
         f"plan: {dark_frames} dark + {frames} light frames, mask {mask_rad.shape}, bench {bench_config}; "
-        f"the file records the calibrated model (system config; calibration files: {calibrated})"
+        f"the file records the calibrated model ({spec.calibration_summary()})"
     )
     if dry_run:
         console.print("dry run: configs and mask are valid; nothing was sent to any device")
