@@ -91,3 +91,19 @@ def test_shutter_leak_lights_the_dark(tmp_path, fresh_sim_devices):  # noqa: F81
                 lit_photons = bench.camera.photons()
         assert (photons.sum() > 0) == lit
         np.testing.assert_allclose(photons, leak * lit_photons)
+
+
+def test_a_placed_sample_meets_the_mask_on_an_offset_roi(fresh_sim_devices):  # noqa: F811
+    """The varied bench's ROI sits (2, -3) SLM px from the panel's centre: the sample follows it, each sample pixel
+    on one macro-pixel, so the truth on the mask grid is the sample the light passes."""
+    from hil.bench.bench import Bench
+
+    sample = np.random.default_rng(1).uniform(0.1, math.pi, (16, 16))
+    with Bench.from_config(REPO / "configs" / "bench_fixture_varied.yaml") as bench:
+        bench.place_sample(sample)
+        rows, cols = bench.slm.roi
+        placed = bench.slm.slm.sample_rad
+        np.testing.assert_array_equal(placed[rows, cols], np.kron(sample, np.ones((4, 4))))
+        assert placed.sum() == pytest.approx(placed[rows, cols].sum())  # nothing beside the ROI
+        bench.place_sample(None)
+        assert not bench.slm.slm.sample_rad.any()

@@ -19,6 +19,7 @@ Errors raised by device code while connecting (a plugin constructor, ``blank()``
 
 from __future__ import annotations
 
+import inspect
 import logging
 import signal
 import sys
@@ -269,6 +270,18 @@ class Bench:
         """Display an ``(n, n)`` mask on the SLM's ROI (waits the settle time when configured)."""
         self._raise_interrupt()
         self.slm.show(phase_rad)
+
+    def place_sample(self, phase_rad: np.ndarray | None) -> None:
+        """Put a thin phase sample ``(n, n)`` (radians; None removes it) on the mask's ROI of a *simulated* SLM
+        (its ``set_sample``), shifted with the ROI (``slm.roi_offset_px``) where the simulator takes an offset,
+        so that sample pixel ``(i, j)`` meets mask pixel ``(i, j)``. Raises ``ValueError`` on a real SLM."""
+        device = self.slm.slm
+        if not hasattr(device, "set_sample"):
+            raise ValueError(f"{type(device).__name__} is not a simulated SLM: it cannot place a sample")
+        if "offset_px" in inspect.signature(device.set_sample).parameters:
+            device.set_sample(phase_rad, offset_px=tuple(self.spec.config.slm.roi_offset_px))
+        else:
+            device.set_sample(phase_rad)
 
     def capture(self) -> np.ndarray:
         """One camera frame (height, width)."""

@@ -119,7 +119,7 @@ def run_bench(name: str, folder: Path, seed: int = 0) -> list[dict]:
         empty = capture_cdp(bench, mask, settings, folder / "empty.h5").cdp_adu
         paths = []
         for kind, truth in zip(KINDS, truths, strict=True):
-            bench.slm.slm.set_sample(truth)
+            bench.place_sample(truth)
             paths.append(capture_cdp(bench, mask, settings, folder / f"{kind}.h5").path)
     captures = [load_capture(path) for path in paths]
     measured = [_photons(path, captured) for path, captured in zip(paths, captures, strict=True)]

@@ -152,11 +152,11 @@ def _capture_set(bench: Bench, mask: np.ndarray, samples: list[np.ndarray], fold
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, sample in enumerate(samples):
-        bench.slm.slm.set_sample(sample)
+        bench.place_sample(sample)
         paths.append(
             capture_cdp(bench, mask, CaptureSettings(frames=frames, dark_frames=2), folder / f"{index}.h5").path
         )
-    bench.slm.slm.set_sample(None)
+    bench.place_sample(None)
     return paths
 
 

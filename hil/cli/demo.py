@@ -91,7 +91,7 @@ def demo(
             truth = None
             if hasattr(device, "set_sample"):
                 truth = sample_phase(kind, system.optics.n, rng, system.data.phi_max_rad)
-                device.set_sample(truth)
+                bench.place_sample(truth)
             path = run_dir / f"capture{index}_{kind.replace(' ', '_')}.h5"
             capture_cdp(bench, mask_rad, CaptureSettings(frames, dark_frames), path)
             captures.append((kind, path, truth))
