@@ -90,11 +90,12 @@ def test_crosstalk_the_model_lacks_is_refused_not_written(tmp_path, fresh_sim_de
 
 @pytest.mark.slow  # about 22 s on a loaded 2-core machine
 def test_fit_crosstalk_measures_the_hidden_sigma_and_the_field(tmp_path, fresh_sim_devices):  # noqa: F811
-    """The system lacks the fixture's 0.6 px crosstalk; --fit-crosstalk measures it (0.625 px: the model's bias,
-    not the search's ±0.04 px resolution) and the field is as good as with the hidden sigma given (0.030 rad)."""
+    """The system lacks the fixture's 0.6 px crosstalk; --fit-crosstalk measures it (0.605 px in
+    benchmarks/field_fixture.md; the search resolves ±0.04 px) and the field is as good as with the hidden sigma
+    given (0.030 rad)."""
     cfg, registration = prepare(tmp_path, crosstalk=False)
     found, truth = calibrate(tmp_path, cfg, registration, crosstalk=True)
-    score = field_error(found.complex, truth)
+    score = field_error(found.roi(16), truth)
     assert found.metrics["crosstalk_sigma_px"] == pytest.approx(0.6, abs=0.05)
     assert score["amplitude_correlation"] > 0.995 and score["phase_rms_rad"] < 0.04
     assert found.metrics["heldout_correlation"] > 0.95

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hil.common.metrics import phase_psnr
-from hil.physics.optics import AngularSpectrumPropagator, CDPGeometry, bin_pixels, phase_to_field
+from hil.physics.optics import AngularSpectrumPropagator, CDPGeometry, bin_pixels, macro_upsample, phase_to_field
 
 
 def _rand_complex(shape, generator, dtype=torch.float64):
@@ -217,7 +217,7 @@ def test_light_outside_the_roi_is_an_offset_that_matches_a_brute_force_dft(k, gu
         np.exp(1j * rng.uniform(0, 2 * np.pi, (n, n))) * field[margin:-margin, margin:-margin], np.ones((k, k))
     )
     geometry = CDPGeometry(n, pad_factor=pad, macro_pixel=k, detector_guard=guard)
-    offset = geometry.outside_field(torch.from_numpy(field))
+    offset = geometry.outside_field(macro_upsample(torch.from_numpy(field), k))
     op = geometry.operator(torch.from_numpy(mask)[None], offset=offset)
     y = op.A(torch.from_numpy(x)[None])[0, 0].numpy()
     truth = _brute_force_cdp(x, mask, n, k, pad, 1, guard, outside=np.kron(field, np.ones((k, k))))
@@ -226,7 +226,7 @@ def test_light_outside_the_roi_is_an_offset_that_matches_a_brute_force_dft(k, gu
     xs = _rand_complex((2, n, n), torch.Generator().manual_seed(k))
     torch.testing.assert_close(op.pseudo_inverse(op.A_linear(xs)), xs, rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="outside field must be"):
-        geometry.outside_field(torch.ones(n + 1, n + 1, dtype=torch.complex128))
+        geometry.outside_field(torch.ones(k * n + 1, k * n + 1, dtype=torch.complex128))
 
 
 @pytest.mark.parametrize("guard", [0, 5])

@@ -351,22 +351,21 @@ class CDPGeometry(OpticsSpec):
     def outside_field(self, field: torch.Tensor) -> torch.Tensor:
         """The detector field ``detector_shape`` (complex) of light on the SLM *outside* the object's pixels.
 
-        ``field`` ``(n + 2m, n + 2m)`` (complex, one value per mask pixel) covers the mask's ROI and ``m`` mask
-        pixels around it; its central ``(n, n)`` part is left out (that light is the operator's, through the
-        masks), the ring is spread over its ``k x k`` SLM pixels and propagated like the ROI (centred with it
-        in the same propagation grid, so the ring's ``2 k m`` extra SLM pixels need ``(n + 2m) k`` to fit).
+        ``field`` ``(k (n + 2m), k (n + 2m))`` (complex, on the SLM grid) covers the mask's ROI and ``m`` mask
+        pixels around it; its central ``(k n, k n)`` part is left out (that light is the operator's, through
+        the masks) and the ring is propagated like the ROI (centred with it in the same propagation grid).
         """
         n, k, big = self.n, self.macro_pixel, self.field_shape[0]
         side = field.shape[-1]
-        if field.dim() != 2 or field.shape[0] != side or (side - n) % 2 or side < n or side * k > big:
+        if field.dim() != 2 or field.shape[0] != side or side % k or (side // k - n) % 2 or side < k * n or side > big:
             raise ValueError(
-                f"an outside field must be (n + 2m, n + 2m) with n = {n} and at most {big // k} wide; "
-                f"got {tuple(field.shape)}"
+                f"an outside field must be (k (n + 2m), k (n + 2m)) SLM pixels with n = {n}, k = {k} and at most "
+                f"{big} wide; got {tuple(field.shape)}"
             )
-        margin = (side - n) // 2
+        start = (side - k * n) // 2
         ring = field.to(torch.complex128).clone()
-        ring[margin : margin + n, margin : margin + n] = 0
-        return self.detector_field(_embed(macro_upsample(ring, k), big))
+        ring[start : start + k * n, start : start + k * n] = 0
+        return self.detector_field(_embed(ring, big))
 
 
 def _centred_dft_rows(side: int, big: int, count: int) -> torch.Tensor:
