@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ import torch
 
 from calibration.simulated_pairs import PairSource, SimulatedPairs
 from hil.bench.reconstruct import LoadedCapture, load_capture, single_precision
+from hil.common.config import to_mapping
 from hil.common.metrics import phase_psnr
 from hil.learning.bundle import Bundle, compatibility_problems, load_bundle, save_bundle
 from hil.learning.coded_system import CodedSystem
@@ -96,12 +96,17 @@ class MeasuredSet:
     first: LoadedCapture
 
 
-def _model_record(captured: LoadedCapture) -> tuple:
-    """What identifies a capture's calibrated model (system, registration, field), for comparison."""
+def calibrated_model_record(captured: LoadedCapture) -> dict:
+    """What identifies a capture's calibrated model, as JSON: the system config (measured response, crosstalk,
+    radiometry), the registration, and the SLM-plane field's shape and SHA-256 (its values are in every capture)."""
     model = captured.model
-    registration = None if model.registration is None else json.dumps(model.registration.to_dict())
-    field = None if model.field is None else np.asarray(model.field).tobytes()
-    return model.system, registration, field
+    field = None if model.field is None else np.ascontiguousarray(model.field, dtype=np.complex128)
+    return {
+        "system": to_mapping(model.system),
+        "registration": None if model.registration is None else model.registration.to_dict(),
+        "field_shape": None if field is None else list(field.shape),
+        "field_sha256": None if field is None else hashlib.sha256(field.tobytes()).hexdigest(),
+    }
 
 
 def load_measured(paths: list[Path], bundle: Bundle) -> MeasuredSet:
@@ -118,7 +123,7 @@ def load_measured(paths: list[Path], bundle: Bundle) -> MeasuredSet:
             raise ValueError(f"{path}: captured with another mask than the bundle's")
         if first is None:
             first = captured
-        elif _model_record(captured) != _model_record(first):
+        elif calibrated_model_record(captured) != calibrated_model_record(first):
             raise ValueError(
                 f"{path}: recorded with another calibrated model (system, registration or field) than {paths[0]}: "
                 "fine-tune on captures of one calibration"
@@ -272,6 +277,7 @@ def finetune_bundle(source: Path, captures: list[Path], out: Path, settings: Fin
             "source_files_sha256": bundle.manifest.get("files"),
             "source_metrics": bundle.manifest.get("metrics"),
             "captures_sha256": {str(c): _sha256(Path(c)) for c in captures},
+            "calibrated_model": calibrated_model_record(load_capture(Path(captures[0]))),
             "settings": asdict(settings),
             "result": asdict(result),
         },

@@ -197,7 +197,12 @@ def test_a_bundle_survives_a_measured_lut(tmp_path, fresh_sim_devices):  # noqa:
     result = _invoke("finetune", bundle, *paths, "--out", tmp_path / "tuned", "--steps", 2, "--simulated", 2)
     assert result.exit_code == 0, result.output
     assert "simulated validation phase PSNR" in " ".join(result.output.split())
-    assert load_bundle(tmp_path / "tuned").manifest["finetune"]["captures_sha256"]
+    record = load_bundle(tmp_path / "tuned").manifest["finetune"]
+    assert len(record["captures_sha256"]) == 2
+    model = load_capture(paths[0]).model  # the calibration the decoder was tuned to, in the new bundle
+    assert record["calibrated_model"]["registration"] == model.registration.to_dict()
+    assert record["calibrated_model"]["system"]["slm"]["gamma"] == list(model.system.slm.gamma)
+    assert record["calibrated_model"]["field_shape"] == list(np.asarray(model.field).shape)
     doc = yaml.safe_load(cfg.read_text())
     doc["calibration"].pop("field")  # the same bench, another calibration
     cfg.write_text(yaml.safe_dump(doc))
