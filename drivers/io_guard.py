@@ -36,6 +36,11 @@ def atomic_io() -> Iterator[None]:
             raise exc
 
 
+def in_progress() -> bool:
+    """Whether the main thread is inside :func:`atomic_io` (an interrupt now would be deferred)."""
+    return _on_main_thread() and _depth > 0
+
+
 def defer(exc: BaseException) -> bool:
     """Hold ``exc`` back if an exchange is in progress and nothing is pending yet; True if deferred."""
     global _pending

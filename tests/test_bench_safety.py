@@ -151,6 +151,20 @@ def test_a_signal_whose_exception_python_swallowed_still_ends_the_session(bench_
     assert "Exception ignored" not in capfd.readouterr().err
 
 
+def test_an_interrupt_inside_a_device_exchange_lets_the_exchange_finish(bench_file):
+    """Ctrl-C between a trigger and the frame it starts: the frame is still read (live imaging counts every
+    triggered frame), and the interrupt is raised when the exchange ends; outside an exchange at once."""
+    path, _ = bench_file
+    frames = []
+    with pytest.raises(KeyboardInterrupt), Bench.from_config(path) as bench:
+        with pytest.raises(KeyboardInterrupt), atomic_io():
+            bench._on_signal(signal.SIGINT, None)  # deferred: the exchange is in progress
+            frames.append(bench.capture())
+        assert len(frames) == 1
+        bench.capture()  # the bench still remembers it: the next operation outside an exchange raises it
+        pytest.fail("the interrupt was forgotten")
+
+
 CHILD = """
 import sys
 import numpy as np

@@ -254,9 +254,15 @@ class Bench:
         raise exc
 
     def _raise_interrupt(self) -> None:
-        """Raise a signal's interrupt that its handler could not deliver (see the module docstring)."""
-        if self._interrupt is not None:
-            raise self._interrupt
+        """Raise a signal's interrupt that its handler could not deliver (see the module docstring). Inside a
+        device exchange (:func:`drivers.io_guard.atomic_io`) it is handed to the exchange, which raises it when
+        it ends: a frame whose trigger has fired is still read and counted."""
+        if self._interrupt is None:
+            return
+        if io_guard.in_progress():
+            io_guard.defer(self._interrupt)  # a no-op when the signal's handler deferred it already
+            return
+        raise self._interrupt
 
     # --- operations ------------------------------------------------------------------------
 
