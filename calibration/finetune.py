@@ -87,13 +87,15 @@ class FinetuneResult:
 @dataclass
 class MeasuredSet:
     """Captured CDPs in model units ``(B, 1, height, width)`` with their photons per pixel ``(B,)``, the
-    calibrated operator they were recorded through (complex64), and the first capture (its model)."""
+    calibrated operator they were recorded through (complex64), the first capture (its model), and the
+    calibrated model's record (:func:`calibrated_model_record`)."""
 
     y: torch.Tensor
     photons: torch.Tensor
     paths: tuple[str, ...]
     op: CDPOperator
     first: LoadedCapture
+    calibration: dict
 
 
 def calibrated_model_record(captured: LoadedCapture) -> dict:
@@ -113,7 +115,7 @@ def load_measured(paths: list[Path], bundle: Bundle) -> MeasuredSet:
     """Read captures; each must be taken with the bundle's mask on a system the bundle fits
     (:func:`compatibility_problems`: a measured SLM response or radiometry is no mismatch), all through
     one calibrated model."""
-    ys, photons, first = [], [], None
+    ys, photons, first, calibration = [], [], None, None
     for path in paths:
         captured = load_capture(path)
         problems = compatibility_problems(bundle.system_config, captured.system)
@@ -121,9 +123,10 @@ def load_measured(paths: list[Path], bundle: Bundle) -> MeasuredSet:
             raise ValueError(f"{path}: captured on another system than the bundle's: {'; '.join(problems)}")
         if not np.allclose(bundle.mask_rad[0].double().numpy(), captured.mask_rad.numpy(), atol=1e-6):
             raise ValueError(f"{path}: captured with another mask than the bundle's")
+        record = calibrated_model_record(captured)
         if first is None:
-            first = captured
-        elif calibrated_model_record(captured) != calibrated_model_record(first):
+            first, calibration = captured, record
+        elif record != calibration:
             raise ValueError(
                 f"{path}: recorded with another calibrated model (system, registration or field) than {paths[0]}: "
                 "fine-tune on captures of one calibration"
@@ -132,7 +135,7 @@ def load_measured(paths: list[Path], bundle: Bundle) -> MeasuredSet:
         photons.append(captured.photons_per_pixel)
     return MeasuredSet(
         torch.stack(ys), torch.tensor(photons, dtype=torch.float32), tuple(str(p) for p in paths),
-        single_precision(first.op), first,
+        single_precision(first.op), first, calibration,
     )  # fmt: skip
 
 
@@ -179,13 +182,17 @@ def _split(measured: MeasuredSet, holdout: int) -> tuple[MeasuredSet, MeasuredSe
         return measured, measured
 
     def part(rows: slice) -> MeasuredSet:
-        return MeasuredSet(measured.y[rows], measured.photons[rows], measured.paths[rows], measured.op, measured.first)
+        y, photons, paths = measured.y[rows], measured.photons[rows], measured.paths[rows]
+        return dataclasses.replace(measured, y=y, photons=photons, paths=paths)
 
     return part(slice(0, count - holdout)), part(slice(count - holdout, count))
 
 
-def finetune(bundle: Bundle, captures: list[Path], settings: FinetuneSettings) -> tuple[CodedSystem, FinetuneResult]:
-    """Fine-tune a copy of the bundle's decoder; returns it and the losses (the bundle is untouched)."""
+def finetune(
+    bundle: Bundle, captures: list[Path], settings: FinetuneSettings
+) -> tuple[CodedSystem, FinetuneResult, dict]:
+    """Fine-tune a copy of the bundle's decoder; returns it, the losses and the captures' calibrated-model record
+    (the bundle is untouched)."""
     if not captures:
         raise ValueError("give at least one capture file")
     if settings.holdout >= len(captures) > 1:  # before any capture is read
@@ -246,7 +253,7 @@ def finetune(bundle: Bundle, captures: list[Path], settings: FinetuneSettings) -
         simulated_psnr_db_before=psnr_before,
         simulated_psnr_db_after=None if validation is None else -best_score,
     )
-    return system, result
+    return system, result, measured.calibration
 
 
 def _sha256(path: Path) -> str:
@@ -259,7 +266,7 @@ def finetune_bundle(source: Path, captures: list[Path], out: Path, settings: Fin
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out}: exists; fine-tuning writes a new bundle and never overwrites one")
     bundle = load_bundle(source)
-    system, result = finetune(bundle, [Path(c) for c in captures], settings)
+    system, result, calibration = finetune(bundle, [Path(c) for c in captures], settings)
     if not math.isfinite(result.heldout_loss_after):
         raise ValueError("fine-tuning produced a non-finite loss; nothing written")
     save_bundle(
@@ -277,7 +284,7 @@ def finetune_bundle(source: Path, captures: list[Path], out: Path, settings: Fin
             "source_files_sha256": bundle.manifest.get("files"),
             "source_metrics": bundle.manifest.get("metrics"),
             "captures_sha256": {str(c): _sha256(Path(c)) for c in captures},
-            "calibrated_model": calibrated_model_record(load_capture(Path(captures[0]))),
+            "calibrated_model": calibration,
             "settings": asdict(settings),
             "result": asdict(result),
         },

@@ -145,7 +145,7 @@ class BenchModel:
         measured values, one per mask pixel, are taken at the macro-pixels' centres and interpolated between
         them (bicubic, the ROI's edges held), since a beam and an aberration are smooth across a macro-pixel:
         block-constant values left 4.8 % of the prediction residual with a 20 px beam waist on the fixture bench,
-        bicubic 1.2 % (``tests/test_bench_model.py``). The margin keeps one value per macro-pixel: what it
+        bicubic 0.7 % (``tests/test_bench_model.py``). The margin keeps one value per macro-pixel: what it
         holds is the light the SLM leaves there (a dump grating's zero order), not a smooth beam."""
         if self.field is None:
             return None
