@@ -56,6 +56,7 @@ class DistillationBenchmark:
     teacher_steps: int | None = None
     student_steps: int | None = None
     regime_steps: int | None = None  # cnn / binary / lowdata (None: as the product students)
+    ablation_steps: int | None = None  # the loss ablations (None: as the product students)
     regimes: tuple[str, ...] = REGIMES
     ablations: tuple[str, ...] = ("cpm_gram", "cpm_none", "feature_none", "unet_backprojection")
     test_images: int = 64
@@ -144,8 +145,14 @@ def _student_variants(cfg: DistillationBenchmark) -> dict[str, tuple[str, TrainC
             )  # fmt: skip
         else:
             run_cfg = dataclasses.replace(base, seed=s0, distillation=ablation_distillation(kd, name))
-        runs[f"ablation_{name}"] = ("product", run_cfg)
+        runs[f"ablation_{name}"] = ("product", dataclasses.replace(run_cfg, steps=cfg.ablation_steps or run_cfg.steps))
     return runs
+
+
+def teacher_config(cfg: DistillationBenchmark) -> TrainConfig:
+    """The teacher's config at its step budget, without its wall-clock cap (which would give a teacher
+    trained beside other jobs fewer steps than one trained alone)."""
+    return dataclasses.replace(load_train_config(cfg.teacher_config, steps=cfg.teacher_steps), time_budget_s=None)
 
 
 def _train_job(cfg: TrainConfig, out: str) -> str:
@@ -167,7 +174,7 @@ def train_all(cfg: DistillationBenchmark, while_training=None, log=print) -> dic
     ``while_training()`` runs in this process while the workers train.
     """
     root = Path(cfg.out_dir)
-    teacher_cfg = load_train_config(cfg.teacher_config, steps=cfg.teacher_steps)
+    teacher_cfg = teacher_config(cfg)
     students = _student_variants(cfg)
     paths: dict[str, str] = {}
     ctx = multiprocessing.get_context("spawn")
@@ -474,7 +481,7 @@ def run(cfg: DistillationBenchmark, png: Path, log=print) -> dict[str, Any]:
 
     The main process uses ``cfg.threads`` CPU threads (1: on a shared CPU, extra threads only wait on each other)."""
     torch.set_num_threads(cfg.threads)
-    teacher_cfg = load_train_config(cfg.teacher_config, steps=cfg.teacher_steps)
+    teacher_cfg = teacher_config(cfg)
     system_cfg = teacher_cfg.system_config()
     geometry, camera = system_cfg.geometry(), system_cfg.camera
     ref_op = geometry.operator(reference_mask(geometry, system_cfg.slm))

@@ -76,6 +76,7 @@ def distillation(
     regime_steps: int = typer.Option(
         None, min=1, help="Steps of the cnn/binary/lowdata students (default: as product)."
     ),
+    ablation_steps: int = typer.Option(None, min=1, help="Steps of the loss ablations (default: as product)."),
     regimes: str = typer.Option("product,cnn,binary,lowdata", help="Comma-separated regimes (product required)."),
     test_images: int = typer.Option(64, min=2, help="In-distribution test objects."),
     unseen_images: int = typer.Option(16, min=2, help="Test objects per unseen kind."),
@@ -105,6 +106,7 @@ def distillation(
         teacher_steps=teacher_steps,
         student_steps=student_steps,
         regime_steps=regime_steps,
+        ablation_steps=ablation_steps,
         regimes=tuple(r for r in regimes.split(",") if r),
         test_images=test_images,
         unseen_images_per_kind=unseen_images,
