@@ -18,6 +18,7 @@ from hil.benchmarks.distillation import (
     learned_rows,
     regime_config,
     regime_name,
+    teacher_config,
 )
 from hil.learning.coded_system import CodedSystem
 from hil.learning.decoders import DecoderConfig, hand_over, photon_level
@@ -136,6 +137,26 @@ def test_ablations_force_their_cpm_mode_on_the_shipped_student_config():
     feature_only = runs["ablation_cpm_none"][1].distillation
     assert feature_only.cpm_mode == "none" and feature_only.feature_weight == kd.feature_weight > 0
     assert runs["ablation_cpm_gram"][1].distillation.cpm_mode == "gram"
+
+
+def test_step_budgets_per_group_and_the_teacher_has_no_wall_clock_cap():
+    bench = DistillationBenchmark(
+        student_config=str(STUDENT_CONFIG),
+        teacher_config=str(STUDENT_CONFIG.with_name("train_teacher.yaml")),
+        seeds=(0,),
+        regimes=("product", "cnn"),
+        ablations=("cpm_gram", "unet_backprojection"),
+        student_steps=50,
+        regime_steps=20,
+        ablation_steps=7,
+    )
+    steps = {name: run_cfg.steps for name, (_, run_cfg) in _student_variants(bench).items()}
+    assert steps == {"student_kd_s0": 50, "student_nokd_s0": 50, "cnn_kd_s0": 20, "cnn_nokd_s0": 20,
+                     "ablation_cpm_gram": 7, "ablation_unet_backprojection": 7}  # fmt: skip
+    unset = dataclasses.replace(bench, ablation_steps=None)
+    assert _student_variants(unset)["ablation_cpm_gram"][1].steps == 50  # as the product students
+    teacher_cfg = teacher_config(bench)
+    assert teacher_cfg.time_budget_s is None and teacher_cfg.steps == 1000  # the config's steps, all of them
 
 
 def test_an_ablation_without_the_term_it_keeps_is_refused():
