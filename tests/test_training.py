@@ -111,3 +111,21 @@ def test_time_budget_stops_early(tmp_path):
     cfg = dataclasses.replace(_student_cfg(teacher=""), time_budget_s=0.0)
     result = train(cfg, tmp_path, progress=False)
     assert result.stopped == "time_budget" and result.steps == 0
+
+
+def test_distillation_runs_the_teacher_without_its_handover(tmp_path):
+    """The frozen teacher's RAAR handover comes after the `est` tap and carries no gradient: KD skips
+    it (it cost most of a KD step) and leaves the caller's teacher as it was."""
+    teacher = train(_teacher_cfg(), tmp_path / "teacher", progress=False).model.system
+    teacher.decoder.cfg = dataclasses.replace(teacher.decoder.cfg, handover_photons=1.0, handover_iterations=50)
+    cfg = _student_cfg()
+    model = build_model(cfg, cfg.system_config(), teacher=teacher)
+    assert model.teacher.decoder.cfg.handover_iterations == 0
+    assert teacher.decoder.cfg.handover_iterations == 50  # the caller's teacher is untouched
+    batch = make_batch(cfg.data_spec(cfg.system_config()), cfg, 0)
+    op = teacher.operator()
+    y = teacher.measure(op, batch.phase_rad, None, torch.full((4,), 500.0), cfg.system_config().camera)
+    with torch.no_grad():
+        full, bare = teacher(op, y, torch.full((4,), 500.0)), model.teacher(op, y, torch.full((4,), 500.0))
+    assert torch.equal(full.features["est"], bare.features["est"])  # the features KD uses are the same
+    assert not torch.equal(full.x, bare.x)  # only the (unused) output differs
