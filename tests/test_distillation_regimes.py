@@ -23,7 +23,7 @@ from hil.benchmarks.distillation import (
 from hil.learning.coded_system import CodedSystem
 from hil.learning.decoders import DecoderConfig, hand_over, photon_level
 from hil.learning.distillation import DistillConfig
-from hil.learning.evaluation import calibrate_handover, evaluate_system
+from hil.learning.evaluation import calibrate_handover, choose_handover, evaluate_system
 from hil.learning.train_config import TrainConfig
 from hil.learning.training import train
 from hil.physics.camera import CameraSpec
@@ -119,6 +119,21 @@ def test_calibrated_handover_never_loses_where_it_runs():
     active = [r for r in table if r["photons_per_frame"] is None or r["photons_per_frame"] >= photons]
     assert active and all(r["handover_psnr_db"][str(iterations)] >= r["decoder_psnr_db"] for r in active)
     assert system.decoder.cfg.handover_iterations == 0  # calibration leaves the decoder as it was
+
+
+def test_handover_threshold_lies_between_the_levels_where_it_loses_and_wins():
+    def row(photons, decoder, handover):  # PSNRs in dB; handover after 30 / 200 RAAR iterations
+        return {"photons_per_frame": photons, "decoder_psnr_db": decoder,
+                "handover_psnr_db": {"30": handover[0], "200": handover[1]}}  # fmt: skip
+
+    table = [row(5.0, 26.0, (20.0, 18.0)), row(150.0, 40.0, (39.0, 39.5)), row(500.0, 44.0, (44.5, 45.0)),
+             row(1500.0, 48.0, (49.0, 50.0)), row(None, 55.0, (56.0, 60.0))]  # fmt: skip
+    photons, iterations = choose_handover(table, (30, 200))
+    assert iterations == 200 and photons == pytest.approx(math.sqrt(150.0 * 500.0))  # 274: a 495-photon frame gets it
+    never = [row(5.0, 26.0, (20.0, 18.0)), row(None, 55.0, (50.0, 51.0))]
+    assert choose_handover(never, (30, 200)) == (0.0, 0)
+    noiseless_only = [row(5.0, 26.0, (20.0, 18.0)), row(500.0, 44.0, (43.0, 43.5)), row(None, 55.0, (56.0, 60.0))]
+    assert choose_handover(noiseless_only, (30, 200)) == (5000.0, 200)  # above every finite level
 
 
 def test_ablations_force_their_cpm_mode_on_the_shipped_student_config():

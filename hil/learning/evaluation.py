@@ -115,9 +115,11 @@ def calibrate_handover(
 
     For each photon level (single-snapshot budget; ascending, noiseless last) and each iteration
     count, the mean PSNR of ``phase_rad`` decoded by ``system`` (handover off) and after that many
-    RAAR iterations started from its output. The threshold is the lowest level from which the
-    handover never loses at any higher level; the count is the one with the best summed PSNR
-    (the smaller on ties). ``(0.0, 0, table)`` when the handover never pays.
+    RAAR iterations started from its output. The threshold lies between the lowest level from which
+    the handover never loses at any higher level and the level below it (their geometric mean: the
+    crossover is somewhere between, and a frame a hair below a grid level, as 30 dB SNR is below
+    500 photons, should not lose the handover measured there); the count is the one with the best
+    summed PSNR (the smaller on ties). ``(0.0, 0, table)`` when the handover never pays.
     """
     system.eval()
     decoder = system.decoder
@@ -151,6 +153,13 @@ def calibrate_handover(
             table.append(row)
     finally:
         decoder.cfg = kept
+    photons, k = choose_handover(table, iterations)
+    return photons, k, table
+
+
+def choose_handover(table: list[dict], iterations: tuple[int, ...]) -> tuple[float, int]:
+    """``(photons per frame, iterations)`` of the handover from :func:`calibrate_handover`'s table
+    (rules in its docstring); ``(0.0, 0)`` when the handover never pays."""
     best = (sum(r["decoder_psnr_db"] for r in table), 0.0, 0)
     for k in sorted(iterations):
         gains = [r["handover_psnr_db"][str(k)] - r["decoder_psnr_db"] for r in table]
@@ -162,10 +171,12 @@ def calibrate_handover(
         total = sum(r["decoder_psnr_db"] for r in table[:start]) + sum(
             r["handover_psnr_db"][str(k)] for r in table[start:]
         )
-        threshold = table[start]["photons_per_frame"]
+        threshold, below = table[start]["photons_per_frame"], table[start - 1]["photons_per_frame"] if start else None
+        if threshold is not None and below is not None:  # the crossover lies between two grid levels
+            threshold = math.sqrt(threshold * below)
         if total > best[0]:
             best = (total, math.inf if threshold is None else threshold, k)
     _, photons, k = best
     if math.isinf(photons):  # only noiseless frames: any finite level above the grid
         photons = 10 * max(r["photons_per_frame"] for r in table if r["photons_per_frame"] is not None)
-    return float(photons), int(k), table
+    return float(photons), int(k)
