@@ -19,7 +19,8 @@ def test_shipped_bundle_is_small_and_records_its_provenance():
     manifest = bundle.manifest
     assert manifest["role"] == "student" and bundle.slm_gray is not None
     assert manifest["provenance"]["git_commit"] and manifest["provenance"]["versions"]["torch"].startswith("2.")
-    assert manifest["train_config"]["distillation"]["teacher"]  # distilled from a teacher, not trained alone
+    # the best product student the distillation benchmark measured: trained alone (README, Design by distillation)
+    assert not manifest["train_config"]["distillation"]["teacher"] and manifest["training"]["steps"] == 1200
 
 
 @pytest.mark.slow  # 16 test objects through the student (~5 s on an idle CPU)
