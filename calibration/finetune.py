@@ -28,8 +28,6 @@ import copy
 import dataclasses
 import hashlib
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,7 +39,7 @@ from hil.bench.reconstruct import LoadedCapture, load_capture, single_precision
 from hil.common.config import to_mapping
 from hil.common.metrics import phase_psnr
 from hil.learning.bundle import Bundle, compatibility_problems, load_bundle, save_bundle
-from hil.learning.coded_system import CodedSystem
+from hil.learning.coded_system import CodedSystem, without_handover
 from hil.learning.distillation import reconstruction_loss
 from hil.physics.optics import CDPOperator
 
@@ -148,17 +146,6 @@ def pair_source(bundle: Bundle, measured: MeasuredSet) -> PairSource:
         first.model, first.op, bundle.train_config.data_spec(bundle.system_config),
         (float(levels.min()), float(levels.max())), first.frames, camera.read_noise_e / camera.quantum_efficiency,
     )  # fmt: skip
-
-
-@contextmanager
-def without_handover(system: CodedSystem) -> Iterator[None]:
-    """The decoder without its classical hand-over (whose RAAR output carries no gradient) for the block."""
-    cfg = system.decoder.cfg
-    system.decoder.cfg = dataclasses.replace(cfg, handover_iterations=0)
-    try:
-        yield
-    finally:
-        system.decoder.cfg = cfg
 
 
 def supervised_loss(system: CodedSystem, op: CDPOperator, pairs: SimulatedPairs) -> torch.Tensor:

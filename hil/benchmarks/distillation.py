@@ -34,7 +34,7 @@ import torch
 from hil.common.metrics import phase_psnr, phase_ssim
 from hil.data.datasets import batch, distinct_images
 from hil.learning.bundle import load_bundle
-from hil.learning.coded_system import CodedSystem, decode, photons_per_frame, point_antisymmetry
+from hil.learning.coded_system import CodedSystem, decode, photons_per_frame, point_antisymmetry, without_handover
 from hil.learning.decoders import DecoderConfig, parameter_count
 from hil.learning.distillation import DistillConfig
 from hil.learning.evaluation import ms_per_frame, noisy_cdps, photons_for_snr, reference_mask, twin_check
@@ -539,10 +539,10 @@ def run(cfg: DistillationBenchmark, png: Path, log=print) -> dict[str, Any]:
         op = b.system.operator()
         per_frame = photons20 / b.system.n_masks if name == "teacher" else photons20
         y = noisy_cdps(op, phase20, camera, per_frame, cfg.noise_seed)
-        kept = b.system.decoder.cfg
-        b.system.decoder.cfg = dataclasses.replace(kept, handover_iterations=0)
-        model_ms[name] = (ms_per_frame(b.system, op, y[:1], per_frame, 1), ms_per_frame(b.system, op, y, per_frame, 64))
-        b.system.decoder.cfg = kept
+        with without_handover(b.system):
+            model_ms[name] = (
+                ms_per_frame(b.system, op, y[:1], per_frame, 1), ms_per_frame(b.system, op, y, per_frame, 64)
+            )  # fmt: skip
     g = torch.Generator().manual_seed(cfg.noise_seed)
     l_op = geometry.operator(torch.rand((teacher_cfg.masks, geometry.n, geometry.n), generator=g) * 2 * math.pi)
     raar_ms = {

@@ -10,7 +10,10 @@ differentiable noise, so gradients reach the masks.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -111,6 +114,17 @@ def twin(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     unit-modulus mask ``μ`` (n, n) on the object grid: same intensities, different object."""
     flipped = torch.flip(mask * x, dims=(-2, -1)).conj()
     return flipped / mask
+
+
+@contextmanager
+def without_handover(system: CodedSystem) -> Iterator[None]:
+    """The decoder without its classical hand-over (whose RAAR output carries no gradient) for the block."""
+    cfg = system.decoder.cfg
+    system.decoder.cfg = dataclasses.replace(cfg, handover_iterations=0)
+    try:
+        yield
+    finally:
+        system.decoder.cfg = cfg
 
 
 @torch.no_grad()

@@ -16,7 +16,15 @@ from functools import partial
 import torch
 
 from hil.common.metrics import phase_psnr, summarise
-from hil.learning.coded_system import Budget, CodedSystem, decode, photons_per_frame, point_antisymmetry, twin
+from hil.learning.coded_system import (
+    Budget,
+    CodedSystem,
+    decode,
+    photons_per_frame,
+    point_antisymmetry,
+    twin,
+    without_handover,
+)
 from hil.physics.camera import CameraModel, CameraSpec, photons_for_snr_db
 from hil.physics.optics import CDPGeometry, CDPOperator, phase_to_field
 from hil.physics.simulate import measure
@@ -122,12 +130,9 @@ def calibrate_handover(
     summed PSNR (the smaller on ties). ``(0.0, 0, table)`` when the handover never pays.
     """
     system.eval()
-    decoder = system.decoder
-    off = dataclasses.replace(decoder.cfg, handover_iterations=0)
-    kept, decoder.cfg = decoder.cfg, off
     op = system.operator()
     table = []
-    try:
+    with without_handover(system):
         for photons in photon_levels:
             per_frame = (
                 None if photons is None else float(photons_per_frame(torch.tensor(photons), system.n_masks, budget))
@@ -145,14 +150,12 @@ def calibrate_handover(
                 op,
                 y,
                 x,
-                decoder.constraint,
+                system.decoder.constraint,
                 iterations=max(iterations),
                 callback=partial(_record, marks, iterations, phase_rad),
             )
             row["handover_psnr_db"] = {str(k): marks[k] for k in iterations}
             table.append(row)
-    finally:
-        decoder.cfg = kept
     photons, k = choose_handover(table, iterations)
     return photons, k, table
 
@@ -171,7 +174,8 @@ def choose_handover(table: list[dict], iterations: tuple[int, ...]) -> tuple[flo
         total = sum(r["decoder_psnr_db"] for r in table[:start]) + sum(
             r["handover_psnr_db"][str(k)] for r in table[start:]
         )
-        threshold, below = table[start]["photons_per_frame"], table[start - 1]["photons_per_frame"] if start else None
+        threshold = table[start]["photons_per_frame"]
+        below = table[start - 1]["photons_per_frame"] if start else None
         if threshold is not None and below is not None:  # the crossover lies between two grid levels
             threshold = math.sqrt(threshold * below)
         if total > best[0]:
