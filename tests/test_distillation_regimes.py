@@ -21,7 +21,7 @@ from hil.benchmarks.distillation import (
     teacher_config,
 )
 from hil.learning.coded_system import CodedSystem
-from hil.learning.decoders import DecoderConfig, hand_over, photon_level
+from hil.learning.decoders import RESCUE_CHI2, DecoderConfig, data_misfit, hand_over, photon_level
 from hil.learning.distillation import DistillConfig
 from hil.learning.evaluation import calibrate_handover, choose_handover, evaluate_system
 from hil.learning.train_config import TrainConfig
@@ -100,12 +100,60 @@ def test_handover_runs_raar_only_at_or_above_its_photon_level():
     x = phase_to_field(torch.full((2, N, N), 1.0))
     cfg = DecoderConfig(handover_photons=100.0, handover_iterations=5)
     level = photon_level(torch.tensor([10.0, 1000.0]), 2, torch.device("cpu"))
-    out = hand_over(cfg, ObjectConstraint(), op, y, x, level)
+    out, iterations = hand_over(cfg, ObjectConstraint(), op, y, x, level, rescue=False)
     assert torch.equal(out[0], x[0])  # below the threshold: untouched
     assert torch.allclose(out[1], raar(op, y[1:], x[1:], ObjectConstraint(), iterations=5)[0])
-    assert torch.equal(
-        hand_over(dataclasses.replace(cfg, handover_iterations=0), ObjectConstraint(), op, y, x, level), x
+    assert iterations.tolist() == [0, 5]
+    out, iterations = hand_over(
+        dataclasses.replace(cfg, handover_iterations=0), ObjectConstraint(), op, y, x, level, rescue=False
     )
+    assert torch.equal(out, x) and iterations.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("photons", [2.0, 50.0, 500.0])
+def test_data_misfit_of_the_true_object_is_the_poisson_closed_form(photons):
+    # Poisson counts of the true intensities give E[(y - λ)² / (λ + 1)] = λ / (λ + 1) per pixel
+    op = CDPGeometry(N).operator(torch.rand((1, N, N), generator=torch.Generator().manual_seed(5)) * 6.28)
+    phase = torch.rand((8, N, N), generator=torch.Generator().manual_seed(6)) * math.pi
+    x = phase_to_field(phase)
+    clean = op.A(x)
+    scale = photons / clean.mean(dim=(-2, -1), keepdim=True)
+    counts = torch.poisson(clean * scale, generator=torch.Generator().manual_seed(7))
+    y = counts / scale  # model units, as measure() returns them
+    lam = (clean * scale).double()
+    expected = (lam / (lam + 1)).mean(dim=(1, 2, 3))
+    level = photon_level(photons, 8, torch.device("cpu"))
+    misfit = data_misfit(op, y, x, level)
+    assert float(misfit.mean()) == pytest.approx(float(expected.mean()), rel=0.05)  # few pixels per frame: pooled
+    assert bool((misfit < RESCUE_CHI2).all())
+    wrong = data_misfit(op, y, phase_to_field(torch.zeros_like(phase)), level)
+    assert bool((wrong > misfit).all())
+
+
+def test_rescue_replaces_only_refuted_frames_and_only_when_raar_fits_better():
+    op = CDPGeometry(N).operator(torch.rand((1, N, N), generator=torch.Generator().manual_seed(8)) * 6.28)
+    phase = torch.rand((2, N, N), generator=torch.Generator().manual_seed(9)) * math.pi
+    y = op.A(phase_to_field(phase))  # noiseless frames, read at 1000 photons per pixel
+    level = photon_level(1000.0, 2, torch.device("cpu"))
+    x = torch.stack((phase_to_field(phase[0]), phase_to_field(torch.zeros_like(phase[1]))))  # frame 1 is wrong
+    cfg = DecoderConfig(rescue_iterations=50)
+    out, iterations = hand_over(cfg, ObjectConstraint(), op, y, x, level)
+    assert iterations.tolist() == [0, 50]
+    assert torch.equal(out[0], x[0])  # explained by its object: untouched
+    tried = raar(op, y[1:], x[1:], ObjectConstraint(), iterations=50)
+    assert torch.allclose(out[1], tried[0])
+    assert float(data_misfit(op, y[1:], out[1:], level[1:])) < float(data_misfit(op, y[1:], x[1:], level[1:]))
+    # RAAR that fits worse than the decoder is tried (and counted) but not kept
+    import hil.learning.decoders as decoders
+
+    real = decoders.raar
+    decoders.raar = lambda op_, y_, x_, c_, iterations: torch.flip(x_, dims=(-1,)) * 1j
+    try:
+        worse, iterations = hand_over(cfg, ObjectConstraint(), op, y, x, level)
+    finally:
+        decoders.raar = real
+    assert torch.equal(worse, x) and iterations.tolist() == [0, 50]
+    assert torch.equal(hand_over(cfg, ObjectConstraint(), op, y, x, level, rescue=False)[0], x)
 
 
 def test_calibrated_handover_never_loses_where_it_runs():

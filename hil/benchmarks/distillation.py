@@ -34,7 +34,13 @@ import torch
 from hil.common.metrics import phase_psnr, phase_ssim
 from hil.data.datasets import batch, distinct_images
 from hil.learning.bundle import load_bundle
-from hil.learning.coded_system import CodedSystem, decode, photons_per_frame, point_antisymmetry, without_handover
+from hil.learning.coded_system import (
+    CodedSystem,
+    decode_output,
+    photons_per_frame,
+    point_antisymmetry,
+    without_handover,
+)
 from hil.learning.decoders import DecoderConfig, parameter_count
 from hil.learning.distillation import DistillConfig
 from hil.learning.evaluation import ms_per_frame, noisy_cdps, photons_for_snr, reference_mask, twin_check
@@ -310,12 +316,14 @@ def learned_rows(
                 per_frame = _frame_photons(photons, system.n_masks, budget)
                 op = system.operator()
                 y = noisy_cdps(op, ts.phase_rad, camera, per_frame, cfg.noise_seed)
-                phase_hat = decode(system, op, y, per_frame)
+                out = decode_output(system, op, y, per_frame)
+                phase_hat = out.phase_rad
                 psnr = phase_psnr(phase_hat, ts.phase_rad)
                 ssim = float(phase_ssim(phase_hat, ts.phase_rad).mean())
                 per_image[(ts.name, snr, budget)] = psnr
                 rows.append(_row(method, ts.name, snr, photons, budget, psnr, ssim, run=name,
-                                 kinds=_kind_means(psnr, ts), **extra))  # fmt: skip
+                                 kinds=_kind_means(psnr, ts), **extra,
+                                 raar_iterations_per_frame=float(out.raar_iterations.double().mean())))  # fmt: skip
     return rows, per_image
 
 
@@ -333,6 +341,7 @@ def _aggregate(rows: list[dict], per_image: list[dict], method: str, sets: list[
                    float(np.mean([r["ssim"] for r in group])), regime=regime,
                    kinds=_kind_means(mean_per_image, by_name[test_set]))  # fmt: skip
         row["seed_psnr_db"] = [r["psnr_db"] for r in group]
+        row["raar_iterations_per_frame"] = float(np.mean([r["raar_iterations_per_frame"] for r in group]))
         row["runs"] = [r["run"] for r in group]
         out.append(row)
     return out
@@ -457,11 +466,6 @@ def _grad_norms(cfg: DistillationBenchmark, png: Path) -> dict[str, Any]:
     return summary
 
 
-def _handover_active(system: CodedSystem, per_frame: float | None) -> bool:
-    c = system.decoder.cfg
-    return bool(c.handover_iterations) and (per_frame is None or per_frame >= c.handover_photons)
-
-
 def test_sets(cfg: DistillationBenchmark, system_cfg, train_sources: tuple[str, ...], ref_op) -> list[EvalSet]:
     """In-distribution (training sources, test split) and unseen-kind test sets with photons per SNR."""
     sets = []
@@ -552,27 +556,15 @@ def run(cfg: DistillationBenchmark, png: Path, log=print) -> dict[str, Any]:
         ),
     }
 
-    def handover_ms(name: str, photons: float | None, budget: str) -> tuple[float, float]:
-        """Time of the handover's RAAR iterations at the photon level of a row (0 where they do not run)."""
-        system = bundles[name].system
-        per_frame = _frame_photons(photons, system.n_masks, budget)
-        its = system.decoder.cfg.handover_iterations if _handover_active(system, per_frame) else 0
-        per_it = raar_ms["classical_1" if system.n_masks == 1 else "classical_L"]
-        return per_it[0] * its, per_it[1] * its
-
-    for r in rows:
+    for r in rows:  # a learned row: its decoder, plus the RAAR iterations its frames got on average
         if r["method"] in raar_ms:
             r["ms_per_frame"] = raar_ms[r["method"]][0] * r["iterations"]
             r["ms_per_frame_batch64"] = raar_ms[r["method"]][1] * r["iterations"]
-        elif "runs" in r:
-            extra = [handover_ms(n, r["photons_per_pixel"], r["budget"]) for n in r["runs"]]
-            r["ms_per_frame"] = float(np.mean([model_ms[n][0] + e[0] for n, e in zip(r["runs"], extra, strict=True)]))
-            r["ms_per_frame_batch64"] = float(
-                np.mean([model_ms[n][1] + e[1] for n, e in zip(r["runs"], extra, strict=True)])
-            )
-        elif r.get("run") in model_ms:
-            e = handover_ms(r["run"], r["photons_per_pixel"], r["budget"])
-            r["ms_per_frame"], r["ms_per_frame_batch64"] = (m + x for m, x in zip(model_ms[r["run"]], e, strict=True))
+        elif "runs" in r or r.get("run") in model_ms:
+            runs = r.get("runs") or [r["run"]]
+            per_it = raar_ms["classical_1" if bundles[runs[0]].system.n_masks == 1 else "classical_L"]
+            for i, key in enumerate(("ms_per_frame", "ms_per_frame_batch64")):
+                r[key] = float(np.mean([model_ms[n][i] for n in runs])) + per_it[i] * r["raar_iterations_per_frame"]
 
     models = {}
     for name, b in bundles.items():
@@ -587,6 +579,7 @@ def run(cfg: DistillationBenchmark, png: Path, log=print) -> dict[str, Any]:
             "handover": {
                 "photons_per_frame": b.system.decoder.cfg.handover_photons,
                 "iterations": b.system.decoder.cfg.handover_iterations,
+                "rescue_iterations": b.system.decoder.cfg.rescue_iterations,
             },
             "training": b.manifest.get("training"),
             "mask_point_antisymmetry": [float(v) for v in point_antisymmetry(torch.angle(b.system.operator().masks))],

@@ -118,9 +118,9 @@ def twin(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def without_handover(system: CodedSystem) -> Iterator[None]:
-    """The decoder without its classical hand-over (whose RAAR output carries no gradient) for the block."""
+    """The decoder without its classical hand-over and rescue (RAAR, no gradient) for the block."""
     cfg = system.decoder.cfg
-    system.decoder.cfg = dataclasses.replace(cfg, handover_iterations=0)
+    system.decoder.cfg = dataclasses.replace(cfg, handover_iterations=0, rescue_iterations=0)
     try:
         yield
     finally:
@@ -128,7 +128,12 @@ def without_handover(system: CodedSystem) -> Iterator[None]:
 
 
 @torch.no_grad()
+def decode_output(system: CodedSystem, op: CDPOperator, y: torch.Tensor, photons: float | None) -> DecoderOutput:
+    """``system``'s decoder output for CDPs ``y`` taken at ``photons`` per pixel per frame."""
+    level = None if photons is None else torch.full((y.shape[0],), photons)
+    return system(op, y, level)
+
+
 def decode(system: CodedSystem, op: CDPOperator, y: torch.Tensor, photons: float | None) -> torch.Tensor:
     """Phase (B, n, n) decoded by ``system`` from CDPs ``y`` taken at ``photons`` per pixel per frame."""
-    level = None if photons is None else torch.full((y.shape[0],), photons)
-    return system(op, y, level).phase_rad
+    return decode_output(system, op, y, photons).phase_rad

@@ -38,6 +38,7 @@ from hil.solvers.constraints import ObjectConstraint
 DecoderKind = Literal["unrolled", "unet"]
 LOG_PHOTONS_CAP = 5.0  # log10 photons per pixel fed to the network for noiseless data
 LOG_PHOTONS_REF = 2.0  # centre of the photon-level conditioning (100 photons per pixel)
+RESCUE_CHI2 = 2.0  # data misfit (:func:`data_misfit`) above which a decoder's output counts as refuted
 MAX_STEP_RAD = math.pi / 2  # largest phase correction one CNN prox can make (tanh-bounded)
 WARM_BETA = 0.9  # relaxation of the plain RAAR warm-start iterations
 SOFT_EPS = 1e-2  # smoothing of |z| and of the phase's gradient near zeros, relative to the rms amplitude
@@ -80,6 +81,10 @@ class DecoderConfig:
         handover_photons, handover_iterations: frames with at least ``handover_photons`` photons per
             pixel (noiseless included) get ``handover_iterations`` classical RAAR iterations started
             from the decoder's output (0 iterations: never; not used in training).
+        rescue_iterations: RAAR iterations for frames below ``handover_photons`` whose decoded object
+            the data refute (:func:`data_misfit` above ``RESCUE_CHI2``: the decoder failed, e.g. on an
+            object kind it never saw); RAAR's result is kept where it fits the frame better (0: never;
+            not used in training).
     """
 
     kind: DecoderKind = "unrolled"
@@ -91,12 +96,13 @@ class DecoderConfig:
     start_seed: int = 0
     handover_photons: float = 0.0
     handover_iterations: int = 0
+    rescue_iterations: int = 200
 
     def __post_init__(self) -> None:
         if self.stages < 1 or self.channels < 1 or min(self.hidden_layers, self.refine_steps, self.warm_iterations) < 0:
             raise ValueError(f"DecoderConfig needs stages, channels >= 1 and layers, refine_steps >= 0: {self}")
-        if self.handover_photons < 0 or self.handover_iterations < 0:
-            raise ValueError(f"DecoderConfig handover_photons and handover_iterations must be >= 0: {self}")
+        if min(self.handover_photons, self.handover_iterations, self.rescue_iterations) < 0:
+            raise ValueError(f"DecoderConfig handover_photons, handover/rescue_iterations must be >= 0: {self}")
 
 
 @dataclass
@@ -105,6 +111,7 @@ class DecoderOutput:
 
     x: torch.Tensor
     features: dict[str, torch.Tensor]
+    raar_iterations: torch.Tensor | None = None  # (B,) classical iterations run after the decoder
 
     @property
     def phase_rad(self) -> torch.Tensor:
@@ -135,6 +142,19 @@ def warm_start(op: CDPOperator, sqrt_y: torch.Tensor, x0: torch.Tensor, project,
     return z.detach() if iterations else z  # truncated backpropagation: gradients through many RAAR steps explode
 
 
+def data_misfit(op: CDPOperator, y: torch.Tensor, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """Pearson misfit per frame ``(B,)``: mean of ``(y - λ)² / (λ + 1)`` over the pixels of every CDP, with
+    ``y`` and the intensities ``λ`` that objects ``x`` predict both in photons at the photon ``level``.
+
+    Poisson frames of the true object give ``λ / (λ + 1)`` on average (under 1); read noise of σ
+    photons adds about ``σ² / (λ + 1)``. Much larger values mean ``x`` does not explain the frame."""
+    photons = 10 ** (level.double() + LOG_PHOTONS_REF)
+    lam = op.A(x).real.double()
+    scale = photons.view(-1, 1, 1, 1) / y.double().mean(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    counts, lam = y.double() * scale, lam * scale
+    return ((counts - lam).square() / (lam + 1)).mean(dim=(1, 2, 3))
+
+
 def hand_over(
     cfg: DecoderConfig,
     constraint: ObjectConstraint,
@@ -142,18 +162,36 @@ def hand_over(
     y: torch.Tensor,
     x: torch.Tensor,
     level: torch.Tensor,
-) -> torch.Tensor:
-    """Frames at or above ``cfg.handover_photons`` continue with classical RAAR from the decoder's ``x``."""
-    if not cfg.handover_iterations:
-        return x
-    threshold = photon_level(cfg.handover_photons, 1, level.device)
-    chosen = level >= threshold
-    if not bool(chosen.any()):
-        return x
-    refined = raar(op, y[chosen], x[chosen].detach(), constraint, iterations=cfg.handover_iterations)
-    x = x.clone()
-    x[chosen] = refined.to(x.dtype)
-    return x
+    rescue: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Objects after the classical stages and the RAAR iterations each frame got ``(B,)``.
+
+    Frames at or above ``cfg.handover_photons`` continue with RAAR from the decoder's ``x``; with
+    ``rescue``, frames below it whose ``x`` the data refute get ``cfg.rescue_iterations``, kept where
+    RAAR's result fits the frame better (:func:`data_misfit`)."""
+    iterations = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    out = x
+    if cfg.handover_iterations:
+        chosen = level >= photon_level(cfg.handover_photons, 1, level.device)
+        if bool(chosen.any()):
+            out = out.clone()
+            out[chosen] = raar(op, y[chosen], x[chosen].detach(), constraint, iterations=cfg.handover_iterations).to(
+                x.dtype
+            )
+            iterations[chosen] = cfg.handover_iterations
+    if rescue and cfg.rescue_iterations:
+        with torch.no_grad():
+            pending = iterations == 0
+            misfit = data_misfit(op, y, x.detach(), level)
+            refuted = pending & (misfit > RESCUE_CHI2)
+            if bool(refuted.any()):
+                tried = raar(op, y[refuted], x[refuted].detach(), constraint, iterations=cfg.rescue_iterations)
+                better = data_misfit(op, y[refuted], tried, level[refuted]) < misfit[refuted]
+                iterations[refuted] = cfg.rescue_iterations
+                index = refuted.nonzero().squeeze(1)[better]
+                out = out.clone()
+                out[index] = tried[better].to(x.dtype)
+    return out, iterations
 
 
 def estimate_tap(x: torch.Tensor) -> torch.Tensor:
@@ -251,7 +289,8 @@ class UnrolledDecoder(nn.Module):
             magnitude = x.abs() + w * (fitted.abs() - x.abs())
             x = self._project(torch.polar(magnitude, safe_angle(x) + w * step))
         features["est"] = estimate_tap(x)
-        return DecoderOutput(x=hand_over(self.cfg, self.constraint, op, y, x, level), features=features)
+        x, iterations = hand_over(self.cfg, self.constraint, op, y, x, level, rescue=not self.training)
+        return DecoderOutput(x=x, features=features, raar_iterations=iterations)
 
 
 class UNetDecoder(nn.Module):
@@ -318,7 +357,8 @@ class UNetDecoder(nn.Module):
             phase = lo + (hi - lo) * torch.sigmoid(self.head(d0)[:, 0])
         x = torch.polar(torch.ones_like(phase), phase).to(op.masks.dtype)
         features = {"unet.enc0": e0, "unet.enc1": e1, "unet.mid": m, "est": estimate_tap(x)}
-        return DecoderOutput(x=hand_over(self.cfg, self.constraint, op, y, x, level), features=features)
+        x, iterations = hand_over(self.cfg, self.constraint, op, y, x, level, rescue=not self.training)
+        return DecoderOutput(x=x, features=features, raar_iterations=iterations)
 
 
 def build_decoder(n: int, cfg: DecoderConfig, constraint: ObjectConstraint | None = None) -> nn.Module:

@@ -111,10 +111,10 @@ class TrainModel(nn.Module):
         self.cpm_mode = kd.cpm_mode  # 'auto' is resolved from the teacher's masks in attach_adapters
         self.teacher_mask_stats: dict[str, float] = {}
         if teacher is not None:
-            # the teacher gives masks and features only; its classical handover (RAAR on every high-photon
-            # frame, after the `est` tap, no gradient) would cost most of a KD step for nothing
+            # the teacher gives masks and features only; its classical handover and rescue (RAAR after the
+            # `est` tap, no gradient) would cost most of a KD step for nothing
             teacher = copy.deepcopy(teacher)
-            teacher.decoder.cfg = dataclasses.replace(teacher.decoder.cfg, handover_iterations=0)
+            teacher.decoder.cfg = dataclasses.replace(teacher.decoder.cfg, handover_iterations=0, rescue_iterations=0)
             self.teacher = teacher.requires_grad_(False).eval()
         else:
             self.teacher = None
