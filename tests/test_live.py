@@ -203,7 +203,7 @@ def test_live_decodes_the_cameras_own_pixels_through_the_benchs_calibrated_model
         photons = frame_to_photons(frame - camera.dark_offset_adu, camera)
         level = float(photons.mean()) / detector_pixels_per_camera_pixel(model)
         expected = reconstruct_bundle(loaded, op, to_model_units(op, photons), level)
-        # 1e-4 rad: the decoder's rescue (200 RAAR iterations) carries the float rounding of the two paths
+        # 1e-4 rad: the decoder's rescue (500 RAAR iterations) carries the float rounding of the two paths
         np.testing.assert_allclose(phase, expected[0].double().numpy(), atol=1e-4)
 
 

@@ -96,7 +96,7 @@ class DecoderConfig:
     start_seed: int = 0
     handover_photons: float = 0.0
     handover_iterations: int = 0
-    rescue_iterations: int = 200
+    rescue_iterations: int = 500
 
     def __post_init__(self) -> None:
         if self.stages < 1 or self.channels < 1 or min(self.hidden_layers, self.refine_steps, self.warm_iterations) < 0:
