@@ -130,7 +130,7 @@ def test_data_misfit_of_the_true_object_is_the_poisson_closed_form(photons):
     assert bool((wrong > misfit).all())
 
 
-def test_rescue_replaces_only_refuted_frames_and_only_when_raar_fits_better():
+def test_rescue_replaces_only_refuted_frames_and_only_when_raar_fits_better(monkeypatch):
     op = CDPGeometry(N).operator(torch.rand((1, N, N), generator=torch.Generator().manual_seed(8)) * 6.28)
     phase = torch.rand((2, N, N), generator=torch.Generator().manual_seed(9)) * math.pi
     y = op.A(phase_to_field(phase))  # noiseless frames, read at 1000 photons per pixel
@@ -143,17 +143,11 @@ def test_rescue_replaces_only_refuted_frames_and_only_when_raar_fits_better():
     tried = raar(op, y[1:], x[1:], ObjectConstraint(), iterations=50)
     assert torch.allclose(out[1], tried[0])
     assert float(data_misfit(op, y[1:], out[1:], level[1:])) < float(data_misfit(op, y[1:], x[1:], level[1:]))
-    # RAAR that fits worse than the decoder is tried (and counted) but not kept
-    import hil.learning.decoders as decoders
-
-    real = decoders.raar
-    decoders.raar = lambda op_, y_, x_, c_, iterations: torch.flip(x_, dims=(-1,)) * 1j
-    try:
-        worse, iterations = hand_over(cfg, ObjectConstraint(), op, y, x, level)
-    finally:
-        decoders.raar = real
-    assert torch.equal(worse, x) and iterations.tolist() == [0, 50]
     assert torch.equal(hand_over(cfg, ObjectConstraint(), op, y, x, level, rescue=False)[0], x)
+    # RAAR that fits worse than the decoder is tried (and counted) but not kept
+    monkeypatch.setattr("hil.learning.decoders.raar", lambda op_, y_, x_, c_, iterations: torch.flip(x_, (-1,)) * 1j)
+    worse, iterations = hand_over(cfg, ObjectConstraint(), op, y, x, level)
+    assert torch.equal(worse, x) and iterations.tolist() == [0, 50]
 
 
 def test_calibrated_handover_never_loses_where_it_runs():

@@ -120,7 +120,7 @@ def test_distillation_runs_the_teacher_without_its_handover(tmp_path):
     teacher.decoder.cfg = dataclasses.replace(teacher.decoder.cfg, handover_photons=1.0, handover_iterations=50)
     cfg = _student_cfg()
     model = build_model(cfg, cfg.system_config(), teacher=teacher)
-    assert model.teacher.decoder.cfg.handover_iterations == 0
+    assert model.teacher.decoder.cfg.handover_iterations == 0 and model.teacher.decoder.cfg.rescue_iterations == 0
     assert teacher.decoder.cfg.handover_iterations == 50  # the caller's teacher is untouched
     batch = make_batch(cfg.data_spec(cfg.system_config()), cfg, 0)
     op = teacher.operator()
@@ -129,3 +129,23 @@ def test_distillation_runs_the_teacher_without_its_handover(tmp_path):
         full, bare = teacher(op, y, torch.full((4,), 500.0)), model.teacher(op, y, torch.full((4,), 500.0))
     assert torch.equal(full.features["est"], bare.features["est"])  # the features KD uses are the same
     assert not torch.equal(full.x, bare.x)  # only the (unused) output differs
+
+
+def test_validation_scores_the_decoder_without_its_rescue():
+    """Best-model selection in training scores the network, not the RAAR rescue deployment adds."""
+    cfg = _student_cfg()
+    system_cfg = cfg.system_config()
+    model = build_model(cfg, system_cfg)
+    system = model.system
+    val = make_batch(cfg.data_spec(system_cfg), cfg, 0)
+    score = training.validation_psnr(system, model.camera, model.budget, val)
+    op = system.operator()
+    y, photons = training._measure(system, op, val, model.camera, model.budget, 0)
+    system.eval()
+    with torch.no_grad():
+        rescued = system(op, y, photons)
+        assert int(rescued.raar_iterations.max()) == system.decoder.cfg.rescue_iterations  # untrained: refuted
+        rescued_psnr = float(training.phase_psnr(rescued.phase_rad, val.phase_rad).mean())
+        system.decoder.cfg = dataclasses.replace(system.decoder.cfg, rescue_iterations=0)
+        bare_psnr = float(training.phase_psnr(system(op, y, photons).phase_rad, val.phase_rad).mean())
+    assert score == pytest.approx(bare_psnr, abs=1e-9) and score != pytest.approx(rescued_psnr, abs=1e-3)

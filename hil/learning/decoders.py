@@ -107,11 +107,12 @@ class DecoderConfig:
 
 @dataclass
 class DecoderOutput:
-    """Reconstructed objects ``(B, n, n)`` complex and named feature taps ``(B, C, n, n)``."""
+    """Reconstructed objects ``(B, n, n)`` complex, named feature taps ``(B, C, n, n)`` and the classical
+    RAAR iterations run after the network on each frame ``(B,)``."""
 
     x: torch.Tensor
     features: dict[str, torch.Tensor]
-    raar_iterations: torch.Tensor | None = None  # (B,) classical iterations run after the decoder
+    raar_iterations: torch.Tensor
 
     @property
     def phase_rad(self) -> torch.Tensor:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from hil.common.metrics import phase_psnr
 from hil.data.datasets import DataSpec, PhaseObjectDataset
 from hil.learning.bundle import load_bundle
-from hil.learning.coded_system import Budget, CodedSystem, photons_per_frame
+from hil.learning.coded_system import Budget, CodedSystem, photons_per_frame, without_handover
 from hil.learning.distillation import (
     DistillConfig,
     FeatureAdapters,
@@ -180,11 +180,13 @@ def loss_terms(model: TrainModel, batch: Batch) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def validation_psnr(system: CodedSystem, camera: CameraSpec, budget: Budget, val: Batch) -> float:
-    """Mean phase PSNR (dB) of ``system`` on a fixed validation batch with a fixed noise draw."""
+    """Mean phase PSNR (dB) of ``system``'s decoder (without its classical hand-over and rescue, which
+    training does not use) on a fixed validation batch with a fixed noise draw."""
     system.eval()
     op = system.operator()
     y, photons = _measure(system, op, val, camera, budget, 0)
-    psnr = float(phase_psnr(system(op, y, photons).phase_rad, val.phase_rad).mean())
+    with without_handover(system):
+        psnr = float(phase_psnr(system(op, y, photons).phase_rad, val.phase_rad).mean())
     system.train()
     return psnr
 
