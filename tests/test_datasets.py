@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hil.data.datasets import DataSpec, PhaseObjectDataset, batch, distinct_images
+from hil.data.datasets import DataSpec, PhaseObjectDataset, _test_plan, batch, distinct_test_images
 from hil.data.objects import SYNTHETIC_KINDS
 
 
@@ -79,11 +79,41 @@ def test_test_items_come_from_test_images_only():
     assert len({tuple(t.flatten()[:50].tolist()) for t in test}) == 8  # the test split walks distinct images
 
 
-def test_distinct_images_counts_stored_images_per_source():
+def test_test_plan_shows_every_stored_image_once_before_repeating():
+    # finite sources a (2 test images) and b (3) take turns with a synthetic source s; a sits out
+    # after its 2 images until b has shown its 3, then the next round starts
+    plan = _test_plan(("a", "b", "s"), {"a": 2, "b": 3}, 12)
+    assert plan == [
+        ("a", 0), ("b", 0), ("s", 0), ("a", 1), ("b", 1), ("s", 1), ("b", 2), ("s", 2),
+        ("a", 2), ("b", 3), ("s", 3), ("a", 3),
+    ]  # fmt: skip
+    # one finite source: plain turns, its images cycling (the classical benchmark's sets)
+    assert _test_plan(("a", "s"), {"a": 2}, 6) == [("a", 0), ("s", 0), ("a", 1), ("s", 1), ("a", 2), ("s", 2)]
+
+
+def test_distinct_test_images_counts_stored_images_per_source():
     spec = DataSpec(sources=("skimage", "lfw", "cells"), n=16)
-    counts = distinct_images(spec, "test", 64)
-    assert counts["cells"] == 21 and counts["lfw"] == 21  # 64 items round-robin over 3 sources
+    counts = distinct_test_images(spec, 64)
     assert counts["skimage"] == len(PhaseObjectDataset(spec, "test", 1)._indices["skimage"]) == 4
+    assert counts["lfw"] == counts["cells"] == 30  # skimage sits out after its 4 while LFW has unshown faces
+
+
+def test_training_configs_test_set_carries_64_distinct_held_out_images():
+    from hil.learning.train_config import load_train_config
+
+    specs = [(c := load_train_config(f"configs/train_{r}.yaml")).data_spec(c.system_config()) for r in ("teacher", "student")]
+    assert specs[0] == specs[1]  # the teacher trains on the student's split: KD leaks no test image
+    spec = specs[0]
+    test = PhaseObjectDataset(spec, "test", 64)
+    shown = {(source, int(test._indices[source][k])) for source, k in test._plan}
+    assert len(shown) == 64 and len({source for source, _ in shown}) == 2
+    held_in = {(s, int(i)) for split in ("train", "val") for s, i in _stored_pairs(spec, split)}
+    assert not shown & held_in
+
+
+def _stored_pairs(spec: DataSpec, split: str) -> list[tuple[str, int]]:
+    ds = PhaseObjectDataset(spec, split, 1)
+    return [(s, int(i)) for s, idx in ds._indices.items() for i in idx]
 
 
 def test_split_fractions_are_checked():

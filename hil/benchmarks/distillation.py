@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from hil.common.metrics import phase_psnr, phase_ssim
-from hil.data.datasets import batch, distinct_images
+from hil.data.datasets import batch, distinct_test_images
 from hil.learning.bundle import load_bundle
 from hil.learning.coded_system import (
     CodedSystem,
@@ -591,7 +591,7 @@ def run(cfg: DistillationBenchmark, png: Path, log=print) -> dict[str, Any]:
         "config": {**dataclasses.asdict(cfg), "teacher_train_config": dataclasses.asdict(teacher_cfg)},
         "test_images": {ts.name: ts.phase_rad.shape[0] for ts in sets},
         "distinct_source_images": {
-            "in_distribution": distinct_images(in_spec, "test", cfg.test_images),
+            "in_distribution": distinct_test_images(in_spec, cfg.test_images),
             "unseen_kind": {k: cfg.unseen_images_per_kind for k in cfg.unseen_sources},
         },
         "training_wall_s": train_s,

@@ -14,9 +14,11 @@ Nothing is downloaded. Splits are deterministic: finite sources assign each stor
 train/val/test by a hash of its index (fractions 70/10/20; Fashion-MNIST keeps its own test
 file), synthetic sources draw from disjoint seed streams per split. A finite source with no
 image in the requested split is an error (never a fallback that would leak training images
-into the test set). Item ``i`` of a split is a pure function of ``(seed, split, i)``; the test
-split walks through its stored images in order (a test set of ``K`` items per source shows
-``min(K, images)`` distinct images), the other splits draw them at random.
+into the test set). Item ``i`` of a split is a pure function of ``(seed, split, i)``. The test
+split shows every stored test image once before any repeats: items are dealt to the sources in
+turn, a finite source whose test images have all been shown sitting out while another finite
+source still has unshown ones (with one finite source, its images simply cycle). The other
+splits draw their images at random.
 """
 
 from __future__ import annotations
@@ -100,12 +102,30 @@ def split_indices(count: int, split: str, fractions: tuple[float, float, float],
     return idx
 
 
-def distinct_images(spec: DataSpec, split: str, count: int) -> dict[str, int]:
-    """How many distinct stored images the first ``count`` items of ``split`` come from, per finite source
+def distinct_test_images(spec: DataSpec, count: int) -> dict[str, int]:
+    """How many distinct stored images the first ``count`` test items come from, per finite source
     (synthetic sources: one new object per item)."""
-    per_source = {s: len(range(k, count, len(spec.sources))) for k, s in enumerate(spec.sources)}
-    ds = PhaseObjectDataset(spec, split, count)
-    return {s: min(m, len(ds._indices[s])) if s in ds._indices else m for s, m in per_source.items()}
+    ds = PhaseObjectDataset(spec, "test", count)
+    shown: dict[str, set[int]] = {s: set() for s in spec.sources}
+    for source, k in ds._plan:
+        shown[source].add(k % len(ds._indices[source]) if source in ds._indices else k)
+    return {s: len(v) for s, v in shown.items()}
+
+
+def _test_plan(sources: tuple[str, ...], stored: dict[str, int], size: int) -> list[tuple[str, int]]:
+    """(source, k) for each test item: the k-th test image of a finite source (``stored`` counts its
+    test images; k wraps around), the k-th object of a synthetic one. Sources take turns; a finite
+    source that has shown all its images sits out until every finite source has (one round)."""
+    plan: list[tuple[str, int]] = []
+    shown = dict.fromkeys(sources, 0)
+    while len(plan) < size:
+        rounds = {s: shown[s] // stored[s] for s in stored}
+        current = min(rounds.values(), default=0)
+        for source in sources:
+            if len(plan) < size and rounds.get(source, current) == current:
+                plan.append((source, shown[source]))
+                shown[source] += 1
+    return plan
 
 
 def _to_unit(image: np.ndarray) -> np.ndarray:
@@ -214,11 +234,14 @@ class PhaseObjectDataset(Dataset):
             if split == "train":
                 idx = idx[: max(1, math.ceil(spec.train_subset * idx.size))]
             self._indices[source] = idx
+        stored = {s: len(idx) for s, idx in self._indices.items()}
+        self._plan = _test_plan(spec.sources, stored, size) if split == "test" else None
 
     def __len__(self) -> int:
         return self.size
 
-    def _unit_map(self, source: str, rng: np.random.Generator, i: int) -> np.ndarray:
+    def _unit_map(self, source: str, rng: np.random.Generator, k: int) -> np.ndarray:
+        """Unit-range map from ``source``; in the test split ``k`` picks its stored image (see ``_test_plan``)."""
         n = self.spec.n
         if source in SYNTHETIC_KINDS:
             return SYNTHETIC_KINDS[source](n, rng)
@@ -235,8 +258,8 @@ class PhaseObjectDataset(Dataset):
             )
         stack = _load_stack(source)
         indices = self._indices[source]
-        if self.split == "test":  # distinct images first: item i is the (i // sources)-th of the source
-            choice = indices[(i // len(self.spec.sources)) % len(indices)]
+        if self.split == "test":
+            choice = indices[k % len(indices)]
         else:
             choice = rng.choice(indices)
         return _crop_resize(stack[int(choice)], n, rng)
@@ -246,11 +269,11 @@ class PhaseObjectDataset(Dataset):
             raise IndexError(i)
         spec = self.spec
         rng = np.random.default_rng([self.seed, SPLITS.index(self.split), i])
-        source = spec.sources[i % len(spec.sources)]
-        phase = self._unit_map(source, rng, i)
+        source, k = self._plan[i] if self._plan is not None else (spec.sources[i % len(spec.sources)], i)
+        phase = self._unit_map(source, rng, k)
         amplitude = np.ones_like(phase)
         if spec.amplitude_contrast > 0:
-            amplitude = 1 - spec.amplitude_contrast * self._unit_map(source, rng, i)
+            amplitude = 1 - spec.amplitude_contrast * self._unit_map(source, rng, k)
         if spec.augment and self.split == "train":
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             phase, amplitude = (np.rot90(a, k) for a in (phase, amplitude))
