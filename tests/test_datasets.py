@@ -101,7 +101,8 @@ def test_distinct_test_images_counts_stored_images_per_source():
 def test_training_configs_test_set_carries_64_distinct_held_out_images():
     from hil.learning.train_config import load_train_config
 
-    specs = [(c := load_train_config(f"configs/train_{r}.yaml")).data_spec(c.system_config()) for r in ("teacher", "student")]
+    configs = [load_train_config(f"configs/train_{role}.yaml") for role in ("teacher", "student")]
+    specs = [c.data_spec(c.system_config()) for c in configs]
     assert specs[0] == specs[1]  # the teacher trains on the student's split: KD leaks no test image
     spec = specs[0]
     test = PhaseObjectDataset(spec, "test", 64)
