@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from hil.data.datasets import DataSpec, PhaseObjectDataset, _test_plan, batch, distinct_test_images
+from hil.data.datasets import (
+    DataSpec,
+    PhaseObjectDataset,
+    _test_plan,
+    batch,
+    distinct_test_images,
+    sources_of_test_items,
+)
 from hil.data.objects import SYNTHETIC_KINDS
 
 
@@ -108,6 +115,8 @@ def test_training_configs_test_set_carries_64_distinct_held_out_images():
     test = PhaseObjectDataset(spec, "test", 64)
     shown = {(source, int(test._indices[source][k])) for source, k in test._plan}
     assert len(shown) == 64 and len({source for source, _ in shown}) == 2
+    sources = sources_of_test_items(spec, 64)  # what the benchmark reports each item's kind as
+    assert sources == tuple(source for source, _ in test._plan) and sources.count("skimage") == 6
     held_in = {(s, int(i)) for split in ("train", "val") for s, i in _stored_pairs(spec, split)}
     assert not shown & held_in
 

@@ -15,6 +15,7 @@ from hil.benchmarks.distillation import (
     EvalSet,
     _student_variants,
     ablation_distillation,
+    evaluate_all,
     learned_rows,
     regime_config,
     regime_name,
@@ -235,3 +236,23 @@ def test_cpm_only_ablation_trains_on_the_informative_cpm_term(teacher, tmp_path)
     with open(tmp_path / "log.csv") as fh:
         rows = [r for r in csv.DictReader(fh) if r["cpm"]]
     assert rows and all(0 < float(r["cpm"]) <= 1 for r in rows)  # 1 - |<μ_s, μ_t>| / N of two distinct masks
+
+
+def test_evaluation_in_worker_processes_gives_the_rows_it_gives_here(tmp_path):
+    from hil.learning.train_bundle import train_to_bundle
+
+    cfg = TrainConfig(decoder=DecoderConfig(stages=1, channels=4, refine_steps=1, warm_iterations=2), **TINY)
+    _, path = train_to_bundle(cfg, tmp_path / "student_nokd_s0", progress=False, test_images=2)
+    g = torch.Generator().manual_seed(0)
+    sets = [EvalSet("unseen_kind", torch.rand((2, N, N), generator=g) * math.pi, {20.0: 50.0}, ("cells", "cells"))]
+    bench, camera = DistillationBenchmark(snrs_db=(20.0,), jobs=1), CameraSpec()
+    paths, regimes = {"student_nokd_s0": str(path)}, {"student_nokd_s0": "product"}
+    here = evaluate_all(bench, paths, regimes, sets, camera)["student_nokd_s0"]
+    calls = []
+    pooled = evaluate_all(
+        dataclasses.replace(bench, jobs=2), paths, regimes, sets, camera, meanwhile=lambda: calls.append(1)
+    )["student_nokd_s0"]
+    assert calls == [1]  # the classical rows' slot runs while the workers evaluate
+    assert [(r["method"], r["regime"], r["budget"]) for r in here[0]] == [("student_nokd_s0", "product", "equal_total")]
+    assert [r["psnr_db"] for r in pooled[0]] == [r["psnr_db"] for r in here[0]]
+    assert all(torch.equal(pooled[1][k], here[1][k]) for k in here[1])

@@ -12,8 +12,9 @@ Regimes (each KD vs no-KD over the seeds):
 * ``lowdata``: the product student with a tenth of the training images.
 
 Training runs go to ``out_dir`` (reused when their bundle exists) and run ``jobs`` at a time in
-worker processes (with ``jobs`` > 1 the main process computes the classical rows meanwhile). All
-timings are taken at the end, one measurement at a time, on this CPU.
+worker processes, and so do the evaluations of the trained systems (one CPU thread each; with
+``jobs`` > 1 the main process computes the classical rows meanwhile). All timings are taken at the
+end, one measurement at a time, on this CPU.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from hil.common.metrics import phase_psnr, phase_ssim
-from hil.data.datasets import batch, distinct_test_images
+from hil.data.datasets import batch, distinct_test_images, sources_of_test_items
 from hil.learning.bundle import load_bundle
 from hil.learning.coded_system import (
     CodedSystem,
@@ -177,7 +178,7 @@ def _bundle_ready(out: Path) -> bool:
 def train_all(cfg: DistillationBenchmark, while_training=None, log=print) -> dict[str, str]:
     """Train (or reuse) the teacher and every student; returns run name -> bundle path.
 
-    ``while_training()`` runs in this process while the workers train.
+    ``while_training()`` runs in this process while the workers train (not at all when every run is reused).
     """
     root = Path(cfg.out_dir)
     teacher_cfg = teacher_config(cfg)
@@ -205,7 +206,7 @@ def train_all(cfg: DistillationBenchmark, while_training=None, log=print) -> dic
         for name, (_, run_cfg) in students.items():
             if run_cfg.distillation.teacher:
                 submit(name, run_cfg)
-        if while_training is not None:
+        if while_training is not None and futures:
             while_training()
         for name, future in futures.items():
             paths[name] = future.result()
@@ -325,6 +326,34 @@ def learned_rows(
                                  kinds=_kind_means(psnr, ts), **extra,
                                  raar_iterations_per_frame=float(out.raar_iterations.double().mean())))  # fmt: skip
     return rows, per_image
+
+
+def _evaluate_job(name: str, path: str, regime: str | None, sets: list[EvalSet], cfg, camera) -> tuple[list, dict]:
+    """:func:`learned_rows` of the bundle at ``path`` (the teacher at both budgets, a student at ``equal_total``)."""
+    system = load_bundle(path).system
+    if name == "teacher":
+        return learned_rows(name, name, system, ("equal_total", "per_snapshot"), sets, cfg, camera)
+    return learned_rows(
+        name, name.removeprefix("ablation_"), system, ("equal_total",), sets, cfg, camera, regime=regime
+    )
+
+
+def evaluate_all(
+    cfg, paths: dict[str, str], regimes: dict[str, str], sets: list[EvalSet], camera, meanwhile=None
+) -> dict[str, tuple[list[dict], dict]]:
+    """Rows and per-image PSNRs of every trained system, in ``paths``' order; ``cfg.jobs`` worker processes
+    (``meanwhile()`` runs in this process while they work) or, with one job, here."""
+    args = {name: (name, path, regimes.get(name), sets, cfg, camera) for name, path in paths.items()}
+    if cfg.jobs == 1:
+        if meanwhile is not None:
+            meanwhile()
+        return {name: _evaluate_job(*a) for name, a in args.items()}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(cfg.jobs, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        futures = {name: pool.submit(_evaluate_job, *a) for name, a in args.items()}
+        if meanwhile is not None:
+            meanwhile()
+        return {name: future.result() for name, future in futures.items()}
 
 
 def _aggregate(rows: list[dict], per_image: list[dict], method: str, sets: list[EvalSet], regime: str) -> list[dict]:
@@ -475,7 +504,7 @@ def test_sets(cfg: DistillationBenchmark, system_cfg, train_sources: tuple[str, 
     ):
         spec = dataclasses.replace(system_cfg.data, sources=sources)
         phase, _ = batch(spec, "test", count, cfg.noise_seed)
-        kinds = tuple(sources[i % len(sources)] for i in range(count))
+        kinds = sources_of_test_items(spec, count)
         sets.append(EvalSet(name, phase, {snr: photons_for_snr(ref_op, phase, snr) for snr in cfg.snrs_db}, kinds))
     return sets
 
@@ -493,9 +522,13 @@ def run(cfg: DistillationBenchmark, png: Path, log=print) -> dict[str, Any]:
     in_spec = dataclasses.replace(system_cfg.data, sources=teacher_cfg.sources)
     rows: list[dict] = []
 
+    classical_done = False
+
     def classical() -> None:
+        nonlocal classical_done
         log("classical solvers")
         rows.extend(classical_rows(cfg, sets, geometry, system_cfg.slm, camera, teacher_cfg.masks))
+        classical_done = True
 
     start = time.perf_counter()
     if cfg.jobs == 1:  # one heavy job at a time
@@ -505,13 +538,10 @@ def run(cfg: DistillationBenchmark, png: Path, log=print) -> dict[str, Any]:
     bundles = {name: load_bundle(path) for name, path in paths.items()}
     regimes = {name: regime for name, (regime, _) in _student_variants(cfg).items()}
     log("evaluating learned systems")
+    evaluated = evaluate_all(cfg, paths, regimes, sets, camera, meanwhile=None if classical_done else classical)
     per_image: dict[str, dict] = {}
     seeded: dict[str, list[dict]] = {regime_name(r, kd): [] for r in cfg.regimes for kd in (True, False)}
-    for name, b in bundles.items():
-        budgets = ("equal_total", "per_snapshot") if name == "teacher" else ("equal_total",)
-        method = name if name == "teacher" else name.removeprefix("ablation_")
-        extra = {} if name == "teacher" else {"regime": regimes[name]}
-        r, per_image[name] = learned_rows(name, method, b.system, budgets, sets, cfg, camera, **extra)
+    for name, (r, per_image[name]) in evaluated.items():
         kind = name.rsplit("_s", 1)[0]
         if kind in seeded:
             seeded[kind].extend(r)

@@ -112,6 +112,11 @@ def distinct_test_images(spec: DataSpec, count: int) -> dict[str, int]:
     return {s: len(v) for s, v in shown.items()}
 
 
+def sources_of_test_items(spec: DataSpec, count: int) -> tuple[str, ...]:
+    """The source of each of the first ``count`` test items (see ``_test_plan`` for the order)."""
+    return tuple(source for source, _ in PhaseObjectDataset(spec, "test", count)._plan)
+
+
 def _test_plan(sources: tuple[str, ...], stored: dict[str, int], size: int) -> list[tuple[str, int]]:
     """(source, k) for each test item: the k-th test image of a finite source (``stored`` counts its
     test images; k wraps around), the k-th object of a synthetic one. Sources take turns; a finite
