@@ -11,14 +11,14 @@ Source names (``DataSpec.sources``):
 * ``npz:PATH[:KEY]`` and ``h5:PATH:DATASET``: stacks of maps ``(K, height, width)``.
 
 Nothing is downloaded. Splits are deterministic: finite sources assign each stored image to
-train/val/test by a hash of its index (fractions 70/10/20; Fashion-MNIST keeps its own test
-file), synthetic sources draw from disjoint seed streams per split. A finite source with no
-image in the requested split is an error (never a fallback that would leak training images
-into the test set). Item ``i`` of a split is a pure function of ``(seed, split, i)``. The test
-split shows every stored test image once before any repeats: items are dealt to the sources in
-turn, a finite source whose test images have all been shown sitting out while another finite
-source still has unshown ones (with one finite source, its images simply cycle). The other
-splits draw their images at random.
+train/val/test by a hash of its index (``DataSpec.split_fractions``, 70/10/20 by default, 50/10/40
+in ``configs/system.yaml``; Fashion-MNIST keeps its own test file), synthetic sources draw from
+disjoint seed streams per split. A finite source with no image in the requested split is an error
+(never a fallback that would leak training images into the test set). Item ``i`` of a split is a
+pure function of ``(seed, split, i)``. The test split shows every stored test image once before any
+repeats: items are dealt to the sources in turn, a finite source whose test images have all been
+shown sitting out while another finite source still has unshown ones (with one finite source, its
+images simply cycle). The other splits draw their images at random.
 """
 
 from __future__ import annotations
@@ -280,8 +280,8 @@ class PhaseObjectDataset(Dataset):
         if spec.amplitude_contrast > 0:
             amplitude = 1 - spec.amplitude_contrast * self._unit_map(source, rng, k)
         if spec.augment and self.split == "train":
-            k, flip = int(rng.integers(4)), bool(rng.integers(2))
-            phase, amplitude = (np.rot90(a, k) for a in (phase, amplitude))
+            turns, flip = int(rng.integers(4)), bool(rng.integers(2))
+            phase, amplitude = (np.rot90(a, turns) for a in (phase, amplitude))
             if flip:
                 phase, amplitude = phase[:, ::-1], amplitude[:, ::-1]
         phase_rad = np.ascontiguousarray(phase, dtype=np.float32) * np.float32(spec.phi_max_rad)
