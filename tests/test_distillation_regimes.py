@@ -151,6 +151,22 @@ def test_rescue_replaces_only_refuted_frames_and_only_when_raar_fits_better(monk
     assert torch.equal(worse, x) and iterations.tolist() == [0, 50]
 
 
+def test_rescue_continues_a_handover_the_data_still_refute_to_its_total():
+    op = CDPGeometry(N).operator(torch.rand((1, N, N), generator=torch.Generator().manual_seed(8)) * 6.28)
+    phase = torch.rand((2, N, N), generator=torch.Generator().manual_seed(9)) * math.pi
+    y = op.A(phase_to_field(phase))  # noiseless frames, read at 1000 photons per pixel: both handed over
+    level = photon_level(1000.0, 2, torch.device("cpu"))
+    x = torch.stack((phase_to_field(phase[0]), phase_to_field(torch.zeros_like(phase[1]))))  # frame 1 is wrong
+    cfg = DecoderConfig(handover_photons=100.0, handover_iterations=5, rescue_iterations=50)
+    handed = raar(op, y[1:], x[1:], ObjectConstraint(), iterations=5)
+    assert float(data_misfit(op, y[1:], handed, level[1:])) > RESCUE_CHI2  # 5 iterations leave it refuted
+    out, iterations = hand_over(cfg, ObjectConstraint(), op, y, x, level)
+    assert iterations.tolist() == [5, 50]  # the explained frame keeps its handover, the other goes on to 50
+    assert torch.allclose(out[1], raar(op, y[1:], handed, ObjectConstraint(), iterations=45)[0])
+    assert float(data_misfit(op, y[1:], out[1:], level[1:])) < float(data_misfit(op, y[1:], handed, level[1:]))
+    assert hand_over(cfg, ObjectConstraint(), op, y, x, level, rescue=False)[1].tolist() == [5, 5]
+
+
 def test_calibrated_handover_never_loses_where_it_runs():
     # an untrained decoder: RAAR from its output wins at high photon counts, so the handover switches on there
     system = CodedSystem(CDPGeometry(N), 1, DecoderConfig(stages=1, channels=4, refine_steps=0), seed=0)

@@ -81,10 +81,11 @@ class DecoderConfig:
         handover_photons, handover_iterations: frames with at least ``handover_photons`` photons per
             pixel (noiseless included) get ``handover_iterations`` classical RAAR iterations started
             from the decoder's output (0 iterations: never; not used in training).
-        rescue_iterations: RAAR iterations for frames below ``handover_photons`` whose decoded object
-            the data refute (:func:`data_misfit` above ``RESCUE_CHI2``: the decoder failed, e.g. on an
-            object kind it never saw); RAAR's result is kept where it fits the frame better (0: never;
-            not used in training).
+        rescue_iterations: RAAR iterations in all (any handover included) for frames whose object the
+            data refute after the decoder and any handover (:func:`data_misfit` above ``RESCUE_CHI2``:
+            the decoder failed, e.g. on an object kind it never saw, and a handover from its output
+            can stall in the same wrong basin); RAAR's result is kept where it fits the frame better
+            (0: never; not used in training).
     """
 
     kind: DecoderKind = "unrolled"
@@ -167,8 +168,9 @@ def hand_over(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Objects after the classical stages and the RAAR iterations each frame got ``(B,)``.
 
-    Frames at or above ``cfg.handover_photons`` continue with RAAR from the decoder's ``x``; with
-    ``rescue``, frames below it whose ``x`` the data refute get ``cfg.rescue_iterations``, kept where
+    Frames at or above ``cfg.handover_photons`` continue with RAAR from the decoder's ``x``. With
+    ``rescue``, frames whose object the data still refute (the decoder's, or the handover's when it
+    stalled in a wrong basin) continue with RAAR to ``cfg.rescue_iterations`` in all, kept where
     RAAR's result fits the frame better (:func:`data_misfit`)."""
     iterations = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     out = x
@@ -182,16 +184,16 @@ def hand_over(
             iterations[chosen] = cfg.handover_iterations
     if rescue and cfg.rescue_iterations:
         with torch.no_grad():
-            pending = iterations == 0
-            misfit = data_misfit(op, y, x.detach(), level)
-            refuted = pending & (misfit > RESCUE_CHI2)
+            misfit = data_misfit(op, y, out.detach(), level)
+            refuted = (misfit > RESCUE_CHI2) & (iterations < cfg.rescue_iterations)
             if bool(refuted.any()):
-                tried = raar(op, y[refuted], x[refuted].detach(), constraint, iterations=cfg.rescue_iterations)
-                better = data_misfit(op, y[refuted], tried, level[refuted]) < misfit[refuted]
-                iterations[refuted] = cfg.rescue_iterations
-                index = refuted.nonzero().squeeze(1)[better]
                 out = out.clone()
-                out[index] = tried[better].to(x.dtype)
+            for done in iterations[refuted].unique().tolist():
+                group = refuted & (iterations == done)
+                tried = raar(op, y[group], out[group].detach(), constraint, iterations=cfg.rescue_iterations - done)
+                better = data_misfit(op, y[group], tried, level[group]) < misfit[group]
+                iterations[group] = cfg.rescue_iterations
+                out[group.nonzero().squeeze(1)[better]] = tried[better].to(x.dtype)
     return out, iterations
 
 
